@@ -1,0 +1,184 @@
+//! `App::build` (database, migrations, hub, broker, bind) -> `port()` ->
+//! `run_until_stopped(signal)`. Tests build it on port 0 with a temporary
+//! database; `main` builds it from the command line.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Keys;
+use crate::config::Config;
+use crate::db::{event_log, idempotency, random_hex, Db};
+use crate::domain::time::now_ms;
+use crate::http::{self, AppState, Shared};
+use crate::push::broker::MemoryBroker;
+use crate::push::cursor::CursorCodec;
+use crate::push::{FeedContext, Hub, Publisher};
+
+/// How long in-flight requests get to finish after a stop signal.
+const DRAIN: Duration = Duration::from_secs(8);
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let db = Db::connect(&config.database_url, config.db_pool).await?;
+        let secret = match &config.jwt_secret {
+            Some(secret) => secret.expose().to_owned(),
+            // Generated once and kept in the database, so tokens outlive a
+            // restart and every server of a cluster agrees.
+            None => db.meta_once("jwt_secret", &random_hex(32)).await?,
+        };
+        let hub = Hub::new(config.channel_capacity, config.max_streams_per_user);
+        let publisher = Publisher::new(Arc::new(MemoryBroker::new(hub.clone())));
+        let feeds = FeedContext {
+            db: db.clone(),
+            codec: CursorCodec::new(db.log_id.to_string()),
+            replay_permits: Arc::new(Semaphore::new(config.replay_concurrency.max(1))),
+            replay_max: config.replay_max,
+        };
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("binding {}", config.addr))?;
+        let state = AppState(Arc::new(Shared {
+            keys: Keys::new(secret.as_bytes(), config.token_ttl_secs),
+            config,
+            db,
+            hub,
+            publisher,
+            feeds,
+            shutdown: CancellationToken::new(),
+            metrics: prometheus(),
+        }));
+        Ok(App { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serve until `signal` resolves, then drain: readiness turns 503, every
+    /// stream and long-poll ends at once, the listener closes (a reconnect
+    /// is refused, not answered with an error EventSource would not retry),
+    /// in-flight requests finish, and background tasks stop.
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App { listener, state } = self;
+        let tasks = spawn_background(&state);
+        let router = http::router(state.clone());
+        let stopping = state.shutdown.clone();
+        let hub = state.hub.clone();
+        let stop = async move {
+            signal.await;
+            tracing::info!("shutting down: closing streams and the listener");
+            stopping.cancel();
+            hub.close_all();
+        };
+        let listener = listener.tap_io(|tcp| {
+            // Frames are small and latency matters more than packet count.
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(listener, router).with_graceful_shutdown(stop);
+        let cancelled = state.shutdown.clone();
+        let server = tokio::spawn(async move { server.await });
+        // Bound the drain: a request stuck past it must not keep the
+        // process alive.
+        let mut server = server;
+        tokio::select! {
+            result = &mut server => result.context("server task")?.context("serving")?,
+            _ = async { cancelled.cancelled().await; tokio::time::sleep(DRAIN).await } => {
+                tracing::warn!("drain timed out; exiting with requests still open");
+                server.abort();
+            }
+        }
+        tasks.cancel();
+        state.db.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The heartbeat ticker and the retention pruner; stopped by the token.
+fn spawn_background(state: &AppState) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let (hub, every, token) = (state.hub.clone(), state.config.heartbeat(), stop.clone());
+    tokio::spawn(async move {
+        // One ticker for the whole server instead of a timer per stream.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tick.tick() => hub.ping_all(),
+            }
+        }
+    });
+    let (db, config, token) = (state.db.clone(), state.config.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tick.tick() => {
+                    if let Err(err) = prune(&db, &config).await {
+                        tracing::warn!(error = %err, "pruning the event log failed");
+                    }
+                }
+            }
+        }
+    });
+    stop
+}
+
+async fn prune(db: &Db, config: &Config) -> anyhow::Result<()> {
+    let mut tx = db.begin_write().await?;
+    let before = now_ms() - (config.retention_secs as i64) * 1000;
+    let pruned = event_log::prune(tx.conn(), before, config.retention_events.max(1)).await?;
+    idempotency::prune(tx.conn(), now_ms() - 86_400_000).await?;
+    tx.commit().await?;
+    if pruned > 0 {
+        tracing::info!(pruned, "event log pruned");
+    }
+    Ok(())
+}
+
+/// The Prometheus recorder is process-global (the `metrics` facade has one
+/// recorder); several apps in one test process share it.
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
+                .expect("static buckets are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}

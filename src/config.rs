@@ -1,0 +1,148 @@
+//! Configuration: every setting is a flag and an environment variable (clap),
+//! and every one has a default, so `earntrack` runs with no configuration.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A secret string whose `Debug` never shows the value, so a logged config or
+/// a panic message cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "earntrack",
+    version,
+    about = "EarnTrack push: live earnings over Server-Sent Events"
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "EARNTRACK_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// `sqlite://path.db` (created on first run) or `postgres://…` for a cluster.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://earntrack.db")]
+    pub database_url: String,
+
+    /// HS256 signing secret. When unset, one is generated once and kept in the
+    /// database, so tokens survive a restart.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Comma-separated emails that get the `admin` role.
+    #[arg(
+        long,
+        env = "EARNTRACK_ADMIN_EMAILS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub admin_emails: Vec<String>,
+
+    /// Seconds between `: ping` comments on idle streams.
+    #[arg(long, env = "EARNTRACK_HEARTBEAT_SECS", default_value_t = 25)]
+    pub heartbeat_secs: u64,
+
+    /// Open streams one user may hold (429 `too_many_streams` beyond).
+    #[arg(long, env = "EARNTRACK_MAX_STREAMS_PER_USER", default_value_t = 16)]
+    pub max_streams_per_user: usize,
+
+    /// Token lifetime in seconds.
+    #[arg(long, env = "EARNTRACK_TOKEN_TTL_SECS", default_value_t = 86_400)]
+    pub token_ttl_secs: u64,
+
+    /// Events older than this many seconds are pruned from the event log.
+    #[arg(long, env = "EARNTRACK_RETENTION_SECS", default_value_t = 7 * 86_400)]
+    pub retention_secs: u64,
+
+    /// At most this many events are kept per stream (user, broadcast, room).
+    #[arg(long, env = "EARNTRACK_RETENTION_EVENTS", default_value_t = 10_000)]
+    pub retention_events: i64,
+
+    /// Comma-separated origins allowed by CORS (and by the CSRF check).
+    #[arg(
+        long,
+        env = "EARNTRACK_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "EARNTRACK_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+
+    /// Reconnect delay announced to EventSource (`retry:`), jittered ±20%.
+    #[arg(long, env = "EARNTRACK_RETRY_MS", default_value_t = 3000)]
+    pub retry_ms: u64,
+
+    /// Capacity of each user's live channel; a stream further behind catches
+    /// up from the event log.
+    #[arg(long, env = "EARNTRACK_CHANNEL_CAPACITY", default_value_t = 64)]
+    pub channel_capacity: usize,
+
+    /// Most events one resume replays; a cursor further behind gets `sync:reset`.
+    #[arg(long, env = "EARNTRACK_REPLAY_MAX", default_value_t = 10_000)]
+    pub replay_max: i64,
+
+    /// Replays (resume, catch-up) that read the log at the same time.
+    #[arg(long, env = "EARNTRACK_REPLAY_CONCURRENCY", default_value_t = 32)]
+    pub replay_concurrency: usize,
+
+    /// REST requests per user per minute (429 `rate_limited` beyond); 0 = off.
+    #[arg(long, env = "EARNTRACK_RATE_LIMIT_PER_MIN", default_value_t = 600)]
+    pub rate_limit_per_min: u32,
+
+    /// Connections in the database pool.
+    #[arg(long, env = "EARNTRACK_DB_POOL", default_value_t = 8)]
+    pub db_pool: u32,
+
+    /// Mark the auth cookie `Secure` (serve over HTTPS).
+    #[arg(long, env = "EARNTRACK_COOKIE_SECURE", default_value_t = false)]
+    pub cookie_secure: bool,
+
+    /// Log format: `text` or `json`. The level comes from `RUST_LOG`.
+    #[arg(long, env = "EARNTRACK_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl Config {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs.max(1))
+    }
+
+    pub fn is_admin(&self, email: &str) -> bool {
+        self.admin_emails
+            .iter()
+            .any(|a| !a.trim().is_empty() && a.trim().eq_ignore_ascii_case(email))
+    }
+
+    /// A configuration for tests and embedding: defaults, no environment.
+    pub fn for_database(database_url: &str) -> Self {
+        let mut config = Config::parse_from(["earntrack"]);
+        config.database_url = database_url.to_owned();
+        config
+    }
+}

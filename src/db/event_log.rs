@@ -1,0 +1,121 @@
+//! The event log: every published event is a row, appended in the same
+//! transaction as the change it describes.
+//!
+//! Why cursors are gap-free: each log stream (a user, the broadcast stream,
+//! a room) has its own counter row in `streams`. `append` bumps it with
+//! `INSERT … ON CONFLICT DO UPDATE … RETURNING`, which takes that row's write
+//! lock until the transaction ends (SQLite: the database write lock;
+//! PostgreSQL: the row lock). A second writer to the same stream waits there
+//! until the first commits or rolls back, so within a stream sequence n+1 is
+//! handed out only after n is committed (or n is handed out again, after a
+//! rollback). A reader that sees n+1 can therefore always find n — unlike a
+//! global autoincrement id, assigned at insert but visible at commit, where
+//! 11 can be seen before 10.
+
+use sqlx::AnyConnection;
+
+use crate::domain::event::DomainEvent;
+use crate::domain::time::{now_ms, rfc3339};
+use crate::push::cursor::Position;
+use crate::push::frame::{Frame, StreamKey};
+
+pub async fn append(
+    conn: &mut AnyConnection,
+    key: StreamKey,
+    event: &DomainEvent,
+) -> Result<Frame, sqlx::Error> {
+    let stream = key.to_string();
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO streams (key, seq, low) VALUES ($1, 1, 0) \
+         ON CONFLICT (key) DO UPDATE SET seq = streams.seq + 1 RETURNING seq",
+    )
+    .bind(&stream)
+    .fetch_one(&mut *conn)
+    .await?;
+    let now = now_ms();
+    let envelope = Frame::envelope(&event.name, &rfc3339(now), &event.data);
+    sqlx::query("INSERT INTO event_log (stream, seq, event, envelope, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&stream)
+        .bind(seq)
+        .bind(&event.name)
+        .bind(&envelope)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Frame::new(key, seq, event.name.clone(), envelope))
+}
+
+/// The last sequence handed out and the last one pruned, of one stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bounds {
+    pub seq: i64,
+    pub low: i64,
+}
+
+pub async fn bounds(conn: &mut AnyConnection, key: &StreamKey) -> Result<Bounds, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as("SELECT seq, low FROM streams WHERE key = $1")
+        .bind(key.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row
+        .map(|(seq, low)| Bounds { seq, low })
+        .unwrap_or_default())
+}
+
+/// The current position of a user: the newest sequence of each stream they
+/// follow. Room positions are added by the room membership code.
+pub async fn current_position(
+    conn: &mut AnyConnection,
+    user: uuid::Uuid,
+) -> Result<Position, sqlx::Error> {
+    Ok(Position {
+        user: bounds(conn, &StreamKey::User(user)).await?.seq,
+        broadcast: bounds(conn, &StreamKey::Broadcast).await?.seq,
+        rooms: Default::default(),
+    })
+}
+
+/// Up to `limit` events of `key` after `after`, oldest first.
+pub async fn since(
+    conn: &mut AnyConnection,
+    key: &StreamKey,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Frame>, sqlx::Error> {
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT seq, event, envelope FROM event_log WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(key.to_string())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(seq, event, envelope)| Frame::new(key.clone(), seq, event, envelope))
+        .collect())
+}
+
+/// Retention: drop events older than `before_ms`, and all but the newest
+/// `keep` of each stream; remember per stream the highest pruned sequence so
+/// a cursor pointing into the pruned part gets `sync:reset`.
+pub async fn prune(
+    conn: &mut AnyConnection,
+    before_ms: i64,
+    keep: i64,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE streams SET low = (SELECT MAX(e.seq) FROM event_log e \
+            WHERE e.stream = streams.key AND (e.created_at < $1 OR e.seq <= streams.seq - $2)) \
+         WHERE EXISTS (SELECT 1 FROM event_log e \
+            WHERE e.stream = streams.key AND (e.created_at < $1 OR e.seq <= streams.seq - $2))",
+    )
+    .bind(before_ms)
+    .bind(keep)
+    .execute(&mut *conn)
+    .await?;
+    let done = sqlx::query("DELETE FROM event_log WHERE seq <= (SELECT low FROM streams WHERE streams.key = event_log.stream)")
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
+}

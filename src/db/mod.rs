@@ -1,0 +1,216 @@
+//! All SQL lives here. One `Db` handle serves both backends through sqlx's
+//! `Any` driver: the statements are written once, in the SQL both SQLite and
+//! PostgreSQL accept (`$n` placeholders, `ON CONFLICT … RETURNING`), and only
+//! the migrations differ per backend (`migrations/sqlite`, `migrations/postgres`).
+//!
+//! Types on the wire to the driver are kept to what `Any` carries: TEXT for
+//! ids and dates, BIGINT for money (hundredths), flags and millisecond
+//! timestamps.
+
+pub mod earnings;
+pub mod event_log;
+pub mod idempotency;
+pub mod notifications;
+pub mod platforms;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor, Transaction};
+
+use crate::domain::event::DomainEvent;
+use crate::push::frame::{Frame, StreamKey};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    /// Readers. On SQLite (WAL) they run beside the writer.
+    pub read: AnyPool,
+    /// Writers. On SQLite a pool of one connection: SQLite has one writer at
+    /// a time anyway, and queueing in the pool is cheaper and fairer than
+    /// `SQLITE_BUSY` retries. On PostgreSQL the same pool as `read`.
+    write: AnyPool,
+    pub backend: Backend,
+    /// Random id of this database's event log, minted once: cursors carry it.
+    pub log_id: Arc<str>,
+}
+
+impl Db {
+    pub async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            anyhow::bail!("DATABASE_URL must start with sqlite: or postgres:");
+        };
+        let (read, write) = match backend {
+            Backend::Sqlite => {
+                let url = sqlite_url(url);
+                let options: AnyConnectOptions = url.parse().context("parsing DATABASE_URL")?;
+                let write = sqlite_pool(1)
+                    .connect_with(options.clone())
+                    .await
+                    .context("opening the SQLite database")?;
+                let read = sqlite_pool(pool_size.max(1))
+                    .connect_with(options)
+                    .await
+                    .context("opening the SQLite database")?;
+                (read, write)
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(pool_size.max(2))
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(url)
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                (pool.clone(), pool)
+            }
+        };
+        let mut db = Db {
+            read,
+            write,
+            backend,
+            log_id: Arc::from(""),
+        };
+        db.migrate().await?;
+        db.log_id = Arc::from(db.meta_once("log_id", &random_hex(6)).await?);
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        migrator
+            .run(&self.write)
+            .await
+            .context("running database migrations")
+    }
+
+    /// A value of the `meta` table, set to `candidate` the first time it is
+    /// asked for and the same forever after (also across racing servers).
+    pub async fn meta_once(&self, key: &str, candidate: &str) -> anyhow::Result<String> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(candidate)
+            .execute(&self.write)
+            .await
+            .context("writing meta")?;
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.write)
+            .await
+            .context("reading meta")
+    }
+
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        Ok(WriteTx {
+            tx: self.write.begin().await?,
+            frames: Vec::new(),
+        })
+    }
+
+    /// A read transaction that sees one snapshot across its statements, so
+    /// data and the stream position read with it agree.
+    pub async fn begin_snapshot(&self) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let mut tx = self.read.begin().await?;
+        if self.backend == Backend::Postgres {
+            tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await?;
+        }
+        Ok(tx)
+    }
+
+    pub async fn ping(&self) -> bool {
+        match tokio::time::timeout(Duration::from_secs(2), self.read.acquire()).await {
+            Ok(Ok(mut conn)) => conn.ping().await.is_ok(),
+            _ => false,
+        }
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+/// A write transaction that collects the events it appends to the log; they
+/// are handed to the broker only after `commit` succeeds, so a rolled-back
+/// change never publishes anything.
+pub struct WriteTx {
+    tx: Transaction<'static, sqlx::Any>,
+    frames: Vec<Arc<Frame>>,
+}
+
+impl WriteTx {
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// Append `event` to stream `key` inside this transaction.
+    pub async fn append(&mut self, key: StreamKey, event: &DomainEvent) -> Result<(), sqlx::Error> {
+        let frame = event_log::append(&mut self.tx, key, event).await?;
+        self.frames.push(Arc::new(frame));
+        Ok(())
+    }
+
+    /// Commit; the returned frames are what the caller must publish.
+    pub async fn commit(self) -> Result<Vec<Arc<Frame>>, sqlx::Error> {
+        self.tx.commit().await?;
+        Ok(self.frames)
+    }
+}
+
+fn sqlite_pool(size: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // WAL: readers never block the writer. NORMAL: durable across a
+                // process crash, fsync only at checkpoints (the usual WAL
+                // trade-off). busy_timeout: wait, don't fail, on a locked file.
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                conn.execute("PRAGMA busy_timeout = 5000").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                Ok(())
+            })
+        })
+}
+
+/// `sqlite://file.db` creates the file on first run (`mode=rwc`).
+fn sqlite_url(url: &str) -> String {
+    if url.contains("mode=") || url.contains(":memory:") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// True when `err` is a unique-constraint violation.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}

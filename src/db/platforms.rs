@@ -1,0 +1,59 @@
+//! Platforms (Upwork, Fiverr, …), owned by one user each.
+
+use sqlx::AnyConnection;
+use uuid::Uuid;
+
+use crate::domain::earning::Platform;
+
+fn from_row((id, name, color): (String, String, String)) -> Platform {
+    Platform {
+        id: Uuid::parse_str(&id).unwrap_or_default(),
+        name,
+        color,
+    }
+}
+
+pub async fn list(conn: &mut AnyConnection, user: Uuid) -> Result<Vec<Platform>, sqlx::Error> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT id, name, color FROM platforms WHERE user_id = $1 ORDER BY name, id",
+    )
+    .bind(user.to_string())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// The platform if it exists and belongs to `user`.
+pub async fn get(
+    conn: &mut AnyConnection,
+    user: Uuid,
+    id: Uuid,
+) -> Result<Option<Platform>, sqlx::Error> {
+    let row: Option<(String, String, String)> =
+        sqlx::query_as("SELECT id, name, color FROM platforms WHERE id = $1 AND user_id = $2")
+            .bind(id.to_string())
+            .bind(user.to_string())
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(from_row))
+}
+
+/// Insert; a name the user already has is a unique violation.
+pub async fn insert(
+    conn: &mut AnyConnection,
+    user: Uuid,
+    p: &Platform,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO platforms (id, user_id, name, color, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(p.id.to_string())
+    .bind(user.to_string())
+    .bind(&p.name)
+    .bind(&p.color)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

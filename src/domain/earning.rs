@@ -1,0 +1,265 @@
+//! Platforms and earnings: their wire shapes, creation input and partial
+//! updates with the list of what changed.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::input::{self, Fields, Patch};
+use super::time::rfc3339;
+use super::Fixed2;
+use crate::error::FieldErrors;
+
+pub const NOTES_MAX: usize = 2000;
+pub const NAME_MAX: usize = 100;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Platform {
+    pub id: Uuid,
+    pub name: String,
+    pub color: String,
+}
+
+pub struct NewPlatform {
+    pub name: String,
+    pub color: String,
+}
+
+impl NewPlatform {
+    pub fn parse(object: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(object);
+        let name = f.required("name", input::text(NAME_MAX));
+        let color = f.required("color", color);
+        f.finish()?;
+        Ok(NewPlatform {
+            name: name.unwrap_or_default(),
+            color: color.unwrap_or_default(),
+        })
+    }
+}
+
+/// `#rgb` or `#rrggbb`, kept as given (lower-cased).
+fn color(v: &Value) -> Result<String, &'static str> {
+    let s = v.as_str().ok_or("must be a string like #1f8b4c")?;
+    let hex = s.strip_prefix('#').unwrap_or("");
+    if (hex.len() == 6 || hex.len() == 3) && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err("must be a hex color like #1f8b4c")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Earning {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub platform: Platform,
+    pub date: String,
+    pub hours: Option<Fixed2>,
+    pub amount: Fixed2,
+    pub notes: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Earning {
+    /// amount / hours rounded to cents; `None` when hours is absent or zero.
+    pub fn hourly_rate(&self) -> Option<Fixed2> {
+        self.hours.and_then(|h| self.amount.div_round(h))
+    }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "userId": self.user_id,
+            "platformId": self.platform.id,
+            "platform": self.platform,
+            "date": self.date,
+            "hours": self.hours,
+            "amount": self.amount,
+            "hourly_rate": self.hourly_rate(),
+            "notes": self.notes,
+            "createdAt": rfc3339(self.created_at),
+            "updatedAt": rfc3339(self.updated_at),
+        })
+    }
+}
+
+pub struct NewEarning {
+    pub platform_id: Uuid,
+    pub date: String,
+    pub hours: Option<Fixed2>,
+    pub amount: Fixed2,
+    pub notes: Option<String>,
+}
+
+impl NewEarning {
+    pub fn parse(object: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(object);
+        let platform_id = f.required("platformId", input::uuid);
+        let date = f.required("date", input::date);
+        let hours = f.optional("hours", input::fixed2);
+        let amount = f.required("amount", input::fixed2);
+        let notes = f.optional("notes", input::text(NOTES_MAX));
+        f.finish()?;
+        match (platform_id, date, amount) {
+            (Some(platform_id), Some(date), Some(amount)) => Ok(NewEarning {
+                platform_id,
+                date,
+                hours,
+                amount,
+                notes,
+            }),
+            _ => unreachable!("finish() reports every missing required field"),
+        }
+    }
+}
+
+/// A PATCH body: absent fields stay, `null` clears an optional one.
+#[derive(Debug, Default)]
+pub struct EarningPatch {
+    pub platform_id: Option<Uuid>,
+    pub date: Option<String>,
+    pub hours: Option<Option<Fixed2>>,
+    pub amount: Option<Fixed2>,
+    pub notes: Option<Option<String>>,
+}
+
+impl EarningPatch {
+    pub fn parse(object: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(object);
+        let mut patch = EarningPatch::default();
+        match f.patch("platformId", input::uuid) {
+            Patch::Set(id) => patch.platform_id = Some(id),
+            Patch::Null => f.error("platformId", "cannot be null"),
+            Patch::Absent => {}
+        }
+        match f.patch("date", input::date) {
+            Patch::Set(d) => patch.date = Some(d),
+            Patch::Null => f.error("date", "cannot be null"),
+            Patch::Absent => {}
+        }
+        match f.patch("amount", input::fixed2) {
+            Patch::Set(a) => patch.amount = Some(a),
+            Patch::Null => f.error("amount", "cannot be null"),
+            Patch::Absent => {}
+        }
+        patch.hours = match f.patch("hours", input::fixed2) {
+            Patch::Set(h) => Some(Some(h)),
+            Patch::Null => Some(None),
+            Patch::Absent => None,
+        };
+        patch.notes = match f.patch("notes", input::text(NOTES_MAX)) {
+            Patch::Set(n) => Some(Some(n)),
+            Patch::Null => Some(None),
+            Patch::Absent => None,
+        };
+        f.finish()?;
+        Ok(patch)
+    }
+
+    /// The updated earning and the `changes` map of `earnings:updated`: each
+    /// field whose value changed, with its new value, derived `hourly_rate`
+    /// and `platform` included. `platform` is the resolved new platform when
+    /// `platform_id` is set.
+    pub fn apply(
+        &self,
+        old: &Earning,
+        platform: Option<Platform>,
+        now_ms: i64,
+    ) -> (Earning, Map<String, Value>) {
+        let mut new = old.clone();
+        if let Some(p) = platform {
+            new.platform = p;
+        }
+        if let Some(d) = &self.date {
+            new.date = d.clone();
+        }
+        if let Some(h) = self.hours {
+            new.hours = h;
+        }
+        if let Some(a) = self.amount {
+            new.amount = a;
+        }
+        if let Some(n) = &self.notes {
+            new.notes = n.clone();
+        }
+        let (before, after) = (old.to_json(), new.to_json());
+        let mut changes = Map::new();
+        for key in [
+            "platformId",
+            "platform",
+            "date",
+            "hours",
+            "amount",
+            "hourly_rate",
+            "notes",
+        ] {
+            if before[key] != after[key] {
+                changes.insert(key.to_owned(), after[key].clone());
+            }
+        }
+        if !changes.is_empty() {
+            new.updated_at = now_ms.max(old.updated_at);
+        }
+        (new, changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn earning() -> Earning {
+        Earning {
+            id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            platform: Platform {
+                id: Uuid::nil(),
+                name: "Upwork".into(),
+                color: "#14a800".into(),
+            },
+            date: "2024-01-15".into(),
+            hours: Some(Fixed2::from_hundredths(200)),
+            amount: Fixed2::from_hundredths(10_000),
+            notes: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn new_earning_lists_every_bad_field() {
+        let body = json!({"platformId": "x", "date": "2024-02-30", "amount": 1.005, "hours": -1});
+        let errors = NewEarning::parse(body.as_object().unwrap()).err().unwrap();
+        let keys: Vec<_> = errors.keys().cloned().collect();
+        assert_eq!(keys, ["amount", "date", "hours", "platformId"]);
+    }
+
+    #[test]
+    fn patch_reports_only_changed_fields_with_derived_rate() {
+        let patch = EarningPatch::parse(json!({"amount": 150, "notes": null}).as_object().unwrap())
+            .unwrap();
+        let (new, changes) = patch.apply(&earning(), None, 5);
+        assert_eq!(
+            changes,
+            json!({"amount": 150, "hourly_rate": 75})
+                .as_object()
+                .unwrap()
+                .clone()
+        );
+        assert_eq!(new.updated_at, 5);
+        let same = EarningPatch::parse(json!({"amount": 100}).as_object().unwrap()).unwrap();
+        assert!(same.apply(&earning(), None, 9).1.is_empty());
+    }
+
+    #[test]
+    fn clearing_hours_nulls_the_rate() {
+        let patch = EarningPatch::parse(json!({"hours": null}).as_object().unwrap()).unwrap();
+        let (new, changes) = patch.apply(&earning(), None, 5);
+        assert_eq!(new.hourly_rate(), None);
+        assert_eq!(changes["hours"], Value::Null);
+        assert_eq!(changes["hourly_rate"], Value::Null);
+    }
+}

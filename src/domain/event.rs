@@ -1,0 +1,156 @@
+//! Domain events: what a committed change publishes to streams. Each has a
+//! name (the Socket.IO event names we keep), a JSON payload and a topic used
+//! by the `topics=` filter of `/events`.
+
+use serde_json::{json, Value};
+
+use super::earning::{Earning, Platform};
+use super::notification::{Notification, NotificationType};
+
+/// The `topics=` filter classes. Events outside `earnings` and
+/// `notifications` (admin and room events, control events) always pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topic {
+    Earnings,
+    Notifications,
+    Other,
+}
+
+impl Topic {
+    pub fn of(event_name: &str) -> Topic {
+        if event_name.starts_with("earnings:") || event_name.starts_with("platforms:") {
+            Topic::Earnings
+        } else if event_name.starts_with("notification") {
+            Topic::Notifications
+        } else {
+            Topic::Other
+        }
+    }
+
+    /// A bounded label for metrics (never the free-form event name).
+    pub fn label(self) -> &'static str {
+        match self {
+            Topic::Earnings => "earnings",
+            Topic::Notifications => "notifications",
+            Topic::Other => "other",
+        }
+    }
+}
+
+/// Event names accepted from admins: `[a-z0-9:_-]{1,64}`.
+pub fn valid_event_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_:-".contains(&b))
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DomainEvent {
+    pub name: String,
+    pub data: Value,
+}
+
+impl DomainEvent {
+    pub fn new(name: impl Into<String>, data: Value) -> Self {
+        DomainEvent {
+            name: name.into(),
+            data,
+        }
+    }
+
+    pub fn topic(&self) -> Topic {
+        Topic::of(&self.name)
+    }
+
+    pub fn platform_created(platform: &Platform) -> Self {
+        DomainEvent::new("platforms:new", json!(platform))
+    }
+
+    pub fn earning_created(earning: &Earning) -> Self {
+        DomainEvent::new("earnings:new", earning.to_json())
+    }
+
+    pub fn earning_updated(earning: &Earning, changes: serde_json::Map<String, Value>) -> Self {
+        DomainEvent::new(
+            "earnings:updated",
+            json!({
+                "id": earning.id,
+                "userId": earning.user_id,
+                "changes": changes,
+                "updatedAt": super::time::rfc3339(earning.updated_at),
+            }),
+        )
+    }
+
+    pub fn earning_deleted(earning: &Earning) -> Self {
+        DomainEvent::new("earnings:deleted", json!({ "id": earning.id }))
+    }
+
+    pub fn notification(n: &Notification) -> Self {
+        DomainEvent::new("notification", n.to_json())
+    }
+
+    pub fn notification_read(id: uuid::Uuid) -> Self {
+        DomainEvent::new("notification:read", json!({ "id": id }))
+    }
+}
+
+/// The success notifications that follow each earnings change.
+pub fn earning_notification(kind: EarningChange, e: &Earning, now_ms: i64) -> Notification {
+    let (amount, platform) = (e.amount.dollars(), &e.platform.name);
+    let (title, message) = match kind {
+        EarningChange::Created => (
+            "Earning Created",
+            format!("New earning of {amount} added to {platform}"),
+        ),
+        EarningChange::Updated => (
+            "Earning Updated",
+            format!("Earning of {amount} on {platform} updated"),
+        ),
+        EarningChange::Deleted => (
+            "Earning Deleted",
+            format!("Earning of {amount} on {platform} deleted"),
+        ),
+    };
+    Notification {
+        id: uuid::Uuid::new_v4(),
+        kind: NotificationType::Success,
+        title: title.to_owned(),
+        message,
+        timestamp: now_ms,
+        dismissible: true,
+        duration: Some(5000),
+        data: json!({ "earningId": e.id }),
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum EarningChange {
+    Created,
+    Updated,
+    Deleted,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_follow_event_name_prefixes() {
+        assert_eq!(Topic::of("earnings:new"), Topic::Earnings);
+        assert_eq!(Topic::of("platforms:new"), Topic::Earnings);
+        assert_eq!(Topic::of("notification"), Topic::Notifications);
+        assert_eq!(Topic::of("notification:read"), Topic::Notifications);
+        assert_eq!(Topic::of("deploy:done"), Topic::Other);
+    }
+
+    #[test]
+    fn event_names_are_validated() {
+        assert!(valid_event_name("room:msg_1-a"));
+        assert!(!valid_event_name(""));
+        assert!(!valid_event_name("Upper"));
+        assert!(!valid_event_name("new\nline"));
+        assert!(!valid_event_name(&"a".repeat(65)));
+    }
+}

@@ -1,0 +1,12 @@
+//! Pure types, no IO: money and hours as exact two-decimal numbers, the
+//! earning and notification shapes of the contract, and the events a change
+//! publishes. Input is parsed into these types at the HTTP boundary.
+
+pub mod earning;
+pub mod event;
+pub mod fixed;
+pub mod input;
+pub mod notification;
+pub mod time;
+
+pub use fixed::Fixed2;

@@ -1,0 +1,220 @@
+//! `/api/auth/*`: register, login, refresh, logout. Register and login set
+//! the HttpOnly `earntrack_token` cookie that browsers' EventSource uses.
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use super::extract::JsonObject;
+use super::{no_content, AppState};
+use crate::auth::{AuthUser, COOKIE};
+use crate::db::{is_unique_violation, users};
+use crate::domain::input::{self, Fields};
+use crate::domain::time::now_ms;
+use crate::error::{ApiError, ApiResult};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/register", post(register))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/refresh", post(refresh))
+        .route("/api/auth/logout", post(logout))
+}
+
+async fn register(
+    State(app): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Response> {
+    let mut f = Fields::new(&body);
+    let email = f.required("email", email);
+    let password = f.required("password", password);
+    let name = f.optional("name", input::text(100));
+    f.finish().map_err(ApiError::Validation)?;
+    let (email, password) = (email.unwrap_or_default(), password.unwrap_or_default());
+
+    let user = users::UserRow {
+        id: Uuid::new_v4(),
+        email,
+        name,
+        password_hash: hash_password(password).await?,
+    };
+    let mut conn = app.db.begin_write().await?;
+    match users::insert(conn.conn(), &user, now_ms()).await {
+        Err(err) if is_unique_violation(&err) => return Err(ApiError::EmailTaken),
+        other => other?,
+    }
+    app.publisher.commit(conn).await?;
+    tracing::info!(user_id = %user.id, "user registered");
+    Ok(session(&app, &user, StatusCode::CREATED))
+}
+
+async fn login(State(app): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Response> {
+    let mut f = Fields::new(&body);
+    let email = f.required("email", |v| {
+        v.as_str()
+            .map(|s| s.trim().to_lowercase())
+            .ok_or("must be a string")
+    });
+    let password = f.required("password", |v| {
+        v.as_str().map(str::to_owned).ok_or("must be a string")
+    });
+    f.finish().map_err(ApiError::Validation)?;
+    let (email, password) = (email.unwrap_or_default(), password.unwrap_or_default());
+
+    let mut conn = app.db.read.acquire().await?;
+    let found = users::by_email(&mut conn, &email).await?;
+    drop(conn);
+    // An unknown email still costs one verification, so response time does
+    // not tell which emails are registered.
+    let hash = found
+        .as_ref()
+        .map_or_else(|| dummy_hash().to_owned(), |u| u.password_hash.clone());
+    let ok = verify_password(password, hash).await?;
+    match found {
+        Some(user) if ok => Ok(session(&app, &user, StatusCode::OK)),
+        _ => Err(ApiError::InvalidCredentials),
+    }
+}
+
+async fn refresh(State(app): State<AppState>, me: AuthUser) -> ApiResult<Response> {
+    let mut conn = app.db.read.acquire().await?;
+    let user = users::by_id(&mut conn, me.id)
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    Ok(session(&app, &user, StatusCode::OK))
+}
+
+async fn logout(State(app): State<AppState>) -> Response {
+    let mut response = no_content();
+    let cookie = format!(
+        "{COOKIE}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0{}",
+        secure(&app)
+    );
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("ASCII cookie"),
+    );
+    response
+}
+
+/// `{token, user}` and the cookie. The role is computed now from
+/// `EARNTRACK_ADMIN_EMAILS`, so a change of that list applies at the next
+/// login or refresh.
+fn session(app: &AppState, user: &users::UserRow, status: StatusCode) -> Response {
+    let role = if app.config.is_admin(&user.email) {
+        "admin"
+    } else {
+        "user"
+    };
+    let token = app.keys.issue(user.id, &user.email, role);
+    let body = json!({ "token": token, "user": user_json(user, role) });
+    let cookie = format!(
+        "{COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{}",
+        app.keys.ttl_secs,
+        secure(app)
+    );
+    let mut response = (status, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("JWT is ASCII"),
+    );
+    response
+}
+
+fn secure(app: &AppState) -> &'static str {
+    if app.config.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+pub fn user_json(user: &users::UserRow, role: &str) -> Value {
+    json!({ "id": user.id, "email": user.email, "name": user.name, "role": role })
+}
+
+fn email(v: &Value) -> Result<String, &'static str> {
+    let s = v.as_str().ok_or("must be a string")?.trim().to_lowercase();
+    let valid = s.len() <= 254
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(s.split_once('@'), Some((local, domain))
+            if !local.is_empty() && !domain.contains('@') && domain.contains('.')
+               && !domain.starts_with('.') && !domain.ends_with('.'));
+    if valid {
+        Ok(s)
+    } else {
+        Err("must be a valid email address")
+    }
+}
+
+fn password(v: &Value) -> Result<String, &'static str> {
+    let s = v.as_str().ok_or("must be a string")?;
+    match s.chars().count() {
+        0..=7 => Err("must be at least 8 characters"),
+        // Hashing cost grows with length; nobody types more than this.
+        1025.. => Err("must be at most 1024 characters"),
+        _ => Ok(s.to_owned()),
+    }
+}
+
+/// Argon2 is deliberately slow and memory hungry (19 MiB each): hash on the
+/// blocking pool, at most four at a time, so a burst of logins cannot starve
+/// the async workers or the memory.
+fn hashing_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| Semaphore::new(4))
+}
+
+async fn hash_password(password: String) -> ApiResult<String> {
+    let _slot = hashing_slots()
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing failed: {e}")))
+}
+
+async fn verify_password(password: String, hash: String) -> ApiResult<bool> {
+    let _slot = hashing_slots()
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash).is_ok_and(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// A valid hash of a random password, for timing-equal failed logins.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(Uuid::new_v4().as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}

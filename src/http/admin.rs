@@ -1,0 +1,218 @@
+//! `/api/admin/*`: the toolbox of the Socket.IO server we replace
+//! (emitToUser, broadcastEvent, getConnectedUsers, disconnectUser, the
+//! notification helpers) as REST, for the `admin` role only.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::extract::{IdPath, JsonObject};
+use super::AppState;
+use crate::auth::AdminUser;
+use crate::db::{notifications, users, WriteTx};
+use crate::domain::event::{valid_event_name, DomainEvent};
+use crate::domain::input::Fields;
+use crate::domain::notification::NewNotification;
+use crate::domain::time::now_ms;
+use crate::error::{ApiError, ApiResult};
+use crate::push::frame::StreamKey;
+
+/// Most recipients one request may name.
+const MAX_USERS: usize = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/admin/notifications", post(notify))
+        .route("/api/admin/events", post(emit))
+        .route("/api/admin/connections", get(connections))
+        .route(
+            "/api/admin/users/{id}/connections",
+            get(user_connections).delete(disconnect),
+        )
+}
+
+/// Who receives: named users (their own streams) or everyone (the broadcast
+/// stream, one log row whatever the number of users).
+enum Recipients {
+    Users(Vec<Uuid>),
+    Everyone,
+}
+
+fn user_ids(v: &Value) -> Result<Vec<Uuid>, &'static str> {
+    let list = v.as_array().ok_or("must be an array of user ids")?;
+    if list.is_empty() || list.len() > MAX_USERS {
+        return Err("must name 1 to 1000 users");
+    }
+    let mut ids = list
+        .iter()
+        .map(|id| id.as_str().and_then(|s| Uuid::parse_str(s).ok()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or("must be an array of user ids")?;
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// Refuse ids of users that do not exist (422, naming the field).
+async fn check_users(tx: &mut WriteTx, ids: &[Uuid], field: &str) -> ApiResult<()> {
+    for id in ids {
+        if !users::exists(tx.conn(), *id).await? {
+            return Err(ApiError::field(field, format!("unknown user {id}")));
+        }
+    }
+    Ok(())
+}
+
+async fn notify(
+    State(app): State<AppState>,
+    AdminUser(_admin): AdminUser,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let parsed = NewNotification::parse(&body);
+    let mut f = Fields::new(&body);
+    let ids = f.optional("userIds", user_ids);
+    let broadcast = f
+        .optional("broadcast", |v| v.as_bool().ok_or("must be true or false"))
+        .unwrap_or(false);
+    let recipients = match (ids, broadcast) {
+        (Some(_), true) => {
+            f.error("broadcast", "give either userIds or broadcast, not both");
+            None
+        }
+        (Some(ids), false) => Some(Recipients::Users(ids)),
+        (None, true) => Some(Recipients::Everyone),
+        (None, false) => {
+            if !f.errors.contains_key("userIds") {
+                f.error("userIds", "give userIds or broadcast: true");
+            }
+            None
+        }
+    };
+    let mut errors = f.errors;
+    let new = match parsed {
+        Ok(n) => Some(n),
+        Err(more) => {
+            errors.extend(more);
+            None
+        }
+    };
+    let (Some(new), Some(recipients), true) = (new, recipients, errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+
+    let notification = new.into_notification(now_ms());
+    let event = DomainEvent::notification(&notification);
+    let mut tx = app.db.begin_write().await?;
+    match &recipients {
+        Recipients::Everyone => {
+            notifications::insert(tx.conn(), None, &notification).await?;
+            tx.append(StreamKey::Broadcast, &event).await?;
+        }
+        Recipients::Users(ids) => {
+            check_users(&mut tx, ids, "userIds").await?;
+            for id in ids {
+                // Each user gets their own copy (own id, own read state).
+                let mine = crate::domain::notification::Notification {
+                    id: Uuid::new_v4(),
+                    ..notification.clone()
+                };
+                notifications::insert(tx.conn(), Some(*id), &mine).await?;
+                tx.append(StreamKey::User(*id), &DomainEvent::notification(&mine))
+                    .await?;
+            }
+        }
+    }
+    app.publisher.commit(tx).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true }))))
+}
+
+async fn emit(
+    State(app): State<AppState>,
+    AdminUser(_admin): AdminUser,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let mut f = Fields::new(&body);
+    let name = f.required("event", |v| {
+        v.as_str()
+            .filter(|s| valid_event_name(s))
+            .map(str::to_owned)
+            .ok_or("must match [a-z0-9:_-]{1,64}")
+    });
+    let target = f.required("target", |v| {
+        parse_target(v.as_object().ok_or("must be an object")?)
+    });
+    let data = f.optional("data", |v| Ok(v.clone())).unwrap_or(Value::Null);
+    if data.to_string().len() > 64 * 1024 {
+        f.error("data", "is larger than 64 KiB");
+    }
+    f.finish().map_err(ApiError::Validation)?;
+    let (Some(name), Some(target)) = (name, target) else {
+        unreachable!("finish() reports missing fields")
+    };
+
+    let event = DomainEvent::new(name, data);
+    let mut tx = app.db.begin_write().await?;
+    match target {
+        Recipients::Everyone => tx.append(StreamKey::Broadcast, &event).await?,
+        Recipients::Users(ids) => {
+            check_users(&mut tx, &ids, "target").await?;
+            for id in ids {
+                tx.append(StreamKey::User(id), &event).await?;
+            }
+        }
+    }
+    app.publisher.commit(tx).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true }))))
+}
+
+fn parse_target(t: &Map<String, Value>) -> Result<Recipients, &'static str> {
+    if t.len() != 1 {
+        return Err("must be one of {\"user\":id}, {\"users\":[ids]}, {\"all\":true}");
+    }
+    if let Some(id) = t.get("user") {
+        let id = id
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or("user must be a user id")?;
+        return Ok(Recipients::Users(vec![id]));
+    }
+    if let Some(ids) = t.get("users") {
+        return user_ids(ids).map(Recipients::Users);
+    }
+    if t.get("all") == Some(&Value::Bool(true)) {
+        return Ok(Recipients::Everyone);
+    }
+    Err("must be one of {\"user\":id}, {\"users\":[ids]}, {\"all\":true}")
+}
+
+async fn connections(State(app): State<AppState>, AdminUser(_admin): AdminUser) -> Json<Value> {
+    let mut users = app.hub.connections();
+    users.sort();
+    let total: usize = users.iter().map(|(_, n)| n).sum();
+    let users: Vec<_> = users
+        .into_iter()
+        .map(|(id, n)| json!({ "userId": id, "connections": n }))
+        .collect();
+    Json(json!({ "total": total, "users": users }))
+}
+
+async fn user_connections(
+    State(app): State<AppState>,
+    AdminUser(_admin): AdminUser,
+    IdPath(id): IdPath,
+) -> Json<Value> {
+    Json(json!({ "userId": id, "connections": app.hub.user_streams(id) }))
+}
+
+async fn disconnect(
+    State(app): State<AppState>,
+    AdminUser(admin): AdminUser,
+    IdPath(id): IdPath,
+) -> Json<Value> {
+    let closed = app.hub.close_user(id);
+    tracing::info!(admin_id = %admin.id, user_id = %id, closed, "force-disconnect");
+    Json(json!({ "closed": closed }))
+}

@@ -1,0 +1,43 @@
+//! The web client: `static/` is embedded in the binary at build time, so the
+//! server serves it from anywhere with no files beside it.
+
+use axum::http::{header, HeaderValue, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use rust_embed::RustEmbed;
+
+use super::AppState;
+use crate::error::ApiError;
+
+#[derive(RustEmbed)]
+#[folder = "static/"]
+struct Assets;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(asset))
+        .route("/{*path}", get(asset))
+}
+
+async fn asset(uri: Uri) -> Response {
+    let path = match uri.path().trim_start_matches('/') {
+        "" => "index.html",
+        p => p,
+    };
+    match Assets::get(path) {
+        Some(file) => {
+            let mime = file.metadata.mimetype();
+            let mut response = file.data.into_owned().into_response();
+            if let Ok(v) = HeaderValue::from_str(mime) {
+                response.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            // The client is small and changes with the binary: revalidate.
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+        None => ApiError::NotFound.into_response(),
+    }
+}

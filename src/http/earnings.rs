@@ -1,0 +1,271 @@
+//! `/api/earnings`: the owner's earnings. Every committed mutation publishes
+//! its change event, then its success notification, to the owner's streams.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::extract::{ApiQuery, IdPath, JsonObject};
+use super::{no_content, AppState};
+use crate::auth::AuthUser;
+use crate::db::{earnings, idempotency, is_unique_violation, notifications, platforms, WriteTx};
+use crate::domain::earning::{Earning, EarningPatch, NewEarning};
+use crate::domain::event::{earning_notification, DomainEvent, EarningChange};
+use crate::domain::time::{now_ms, parse_date};
+use crate::error::{ApiError, ApiResult};
+use crate::push::frame::StreamKey;
+
+pub const CURSOR_HEADER: HeaderName = HeaderName::from_static("earntrack-event-cursor");
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/earnings", get(list).post(create))
+        .route("/api/earnings/{id}", get(show).patch(update).delete(remove))
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    from: Option<String>,
+    to: Option<String>,
+    #[serde(rename = "platformId")]
+    platform_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(app): State<AppState>,
+    me: AuthUser,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> ApiResult<Response> {
+    let bad = |what: &str| ApiError::BadRequest(format!("bad query: {what}"));
+    let date = |d: Option<String>, name: &str| match d.filter(|d| !d.is_empty()) {
+        Some(d) => parse_date(&d)
+            .map(|_| Some(d))
+            .ok_or_else(|| bad(&format!("{name} must be YYYY-MM-DD"))),
+        None => Ok(None),
+    };
+    let query = earnings::ListQuery {
+        from: date(p.from, "from")?,
+        to: date(p.to, "to")?,
+        platform_id: match p.platform_id.filter(|s| !s.is_empty()) {
+            Some(id) => Some(Uuid::parse_str(&id).map_err(|_| bad("platformId must be a UUID"))?),
+            None => None,
+        },
+        limit: match p.limit.filter(|s| !s.is_empty()) {
+            Some(l) => l
+                .parse::<i64>()
+                .ok()
+                .filter(|l| (1..=100).contains(l))
+                .ok_or_else(|| bad("limit must be 1 to 100"))?,
+            None => 50,
+        },
+        after: match p.cursor.filter(|s| !s.is_empty()) {
+            Some(c) => Some(decode_page_cursor(&c).ok_or_else(|| bad("unknown cursor"))?),
+            None => None,
+        },
+    };
+    // Data and stream position from one snapshot: a client that loads this
+    // page and then resumes from the header misses nothing and sees nothing
+    // twice.
+    let mut tx = app.db.begin_snapshot().await?;
+    let position = crate::push::feed::current_position(&mut tx, me.id).await?;
+    let items = earnings::list(&mut tx, me.id, &query).await?;
+    tx.commit().await?;
+    let next = (items.len() as i64 == query.limit)
+        .then(|| items.last().map(page_cursor))
+        .flatten();
+    let body = json!({ "items": items.iter().map(Earning::to_json).collect::<Vec<_>>(), "nextCursor": next });
+    Ok(with_event_cursor(
+        Json(body).into_response(),
+        &app.feeds.codec.encode(me.id, &position),
+    ))
+}
+
+pub fn with_event_cursor(mut response: Response, cursor: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(cursor) {
+        response.headers_mut().insert(CURSOR_HEADER, value);
+    }
+    response
+}
+
+fn page_cursor(e: &Earning) -> String {
+    format!("{}_{}_{}", e.date, e.created_at, e.id)
+}
+
+fn decode_page_cursor(c: &str) -> Option<(String, i64, String)> {
+    let mut parts = c.splitn(3, '_');
+    let date = parts.next().filter(|d| parse_date(d).is_some())?.to_owned();
+    let created = parts.next()?.parse().ok()?;
+    let id = Uuid::parse_str(parts.next()?).ok()?.to_string();
+    Some((date, created, id))
+}
+
+async fn show(
+    State(app): State<AppState>,
+    me: AuthUser,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<Value>> {
+    let mut conn = app.db.read.acquire().await?;
+    let earning = earnings::get(&mut conn, me.id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(earning.to_json()))
+}
+
+async fn create(
+    State(app): State<AppState>,
+    me: AuthUser,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Response> {
+    let key = idempotency_key(&headers)?;
+    let new = NewEarning::parse(&body).map_err(ApiError::Validation)?;
+    let mut tx = app.db.begin_write().await?;
+    if let Some(key) = &key {
+        if let Some(stored) = idempotency::find(tx.conn(), me.id, key).await? {
+            return Ok(replayed(stored));
+        }
+    }
+    let platform = platforms::get(tx.conn(), me.id, new.platform_id)
+        .await?
+        .ok_or_else(|| ApiError::field("platformId", "no such platform"))?;
+    let now = now_ms();
+    let earning = Earning {
+        id: Uuid::new_v4(),
+        user_id: me.id,
+        platform,
+        date: new.date,
+        hours: new.hours,
+        amount: new.amount,
+        notes: new.notes,
+        created_at: now,
+        updated_at: now,
+    };
+    earnings::insert(tx.conn(), &earning).await?;
+    publish_change(
+        &mut tx,
+        DomainEvent::earning_created(&earning),
+        EarningChange::Created,
+        &earning,
+    )
+    .await?;
+    let body = earning.to_json();
+    if let Some(key) = &key {
+        match idempotency::store(tx.conn(), me.id, key, 201, &body.to_string(), now).await {
+            // A concurrent retry with the same key won: answer as it did.
+            Err(err) if is_unique_violation(&err) => {
+                drop(tx);
+                let mut conn = app.db.read.acquire().await?;
+                let stored = idempotency::find(&mut conn, me.id, key)
+                    .await?
+                    .ok_or(ApiError::Conflict("retry".into()))?;
+                return Ok(replayed(stored));
+            }
+            other => other?,
+        }
+    }
+    app.publisher.commit(tx).await?;
+    tracing::info!(earning_id = %earning.id, "earning created");
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    match headers.get(IDEMPOTENCY_KEY) {
+        None => Ok(None),
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.trim().is_empty() && k.len() <= 255 => Ok(Some(k.trim().to_owned())),
+            _ => Err(ApiError::BadRequest(
+                "Idempotency-Key must be 1 to 255 visible characters".into(),
+            )),
+        },
+    }
+}
+
+fn replayed((status, body): (i64, String)) -> Response {
+    let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::CREATED);
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let mut response = (status, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+async fn update(
+    State(app): State<AppState>,
+    me: AuthUser,
+    IdPath(id): IdPath,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    let patch = EarningPatch::parse(&body).map_err(ApiError::Validation)?;
+    let mut tx = app.db.begin_write().await?;
+    let old = earnings::get(tx.conn(), me.id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let platform = match patch.platform_id {
+        Some(pid) => Some(
+            platforms::get(tx.conn(), me.id, pid)
+                .await?
+                .ok_or_else(|| ApiError::field("platformId", "no such platform"))?,
+        ),
+        None => None,
+    };
+    let (earning, changes) = patch.apply(&old, platform, now_ms());
+    if changes.is_empty() {
+        // Nothing changed: nothing written, nothing published.
+        return Ok(Json(old.to_json()));
+    }
+    earnings::update(tx.conn(), &earning).await?;
+    publish_change(
+        &mut tx,
+        DomainEvent::earning_updated(&earning, changes),
+        EarningChange::Updated,
+        &earning,
+    )
+    .await?;
+    app.publisher.commit(tx).await?;
+    Ok(Json(earning.to_json()))
+}
+
+async fn remove(
+    State(app): State<AppState>,
+    me: AuthUser,
+    IdPath(id): IdPath,
+) -> ApiResult<Response> {
+    let mut tx = app.db.begin_write().await?;
+    let earning = earnings::delete(tx.conn(), me.id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    publish_change(
+        &mut tx,
+        DomainEvent::earning_deleted(&earning),
+        EarningChange::Deleted,
+        &earning,
+    )
+    .await?;
+    app.publisher.commit(tx).await?;
+    Ok(no_content())
+}
+
+/// The change event, then its success notification (stored, so it shows in
+/// the notification list too), both in the owner's log stream.
+async fn publish_change(
+    tx: &mut WriteTx,
+    event: DomainEvent,
+    kind: EarningChange,
+    earning: &Earning,
+) -> Result<(), sqlx::Error> {
+    let owner = StreamKey::User(earning.user_id);
+    tx.append(owner.clone(), &event).await?;
+    let notification = earning_notification(kind, earning, now_ms());
+    notifications::insert(tx.conn(), Some(earning.user_id), &notification).await?;
+    tx.append(owner, &DomainEvent::notification(&notification))
+        .await
+}

@@ -1,0 +1,194 @@
+//! `GET /events`: the SSE transport. It turns a `Feed` into bytes:
+//! `retry:` and `connected` at once, then one frame per event
+//! (`id:` per subscriber + the `event:`/`data:` bytes shared by all),
+//! `: ping` heartbeats, `auth:expired` at the token's `exp`, and a clean end on
+//! force-disconnect or shutdown. No compression and no buffering: each frame
+//! is flushed as its own chunk.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use futures_util::Stream;
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::extract::ApiQuery;
+use super::AppState;
+use crate::auth::AuthUser;
+use crate::domain::time::{now_ms, rfc3339};
+use crate::error::{ApiError, ApiResult};
+use crate::push::feed::EndReason;
+use crate::push::frame::Frame;
+use crate::push::{Feed, Item, Opening, SubscribeError, SubscriberKind, TopicFilter};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/events", get(stream))
+}
+
+#[derive(Deserialize)]
+pub struct StreamParams {
+    topics: Option<String>,
+    #[serde(rename = "lastEventId")]
+    last_event_id: Option<String>,
+    #[serde(rename = "last_event_id")]
+    last_event_id_snake: Option<String>,
+}
+
+impl StreamParams {
+    /// The `Last-Event-ID` header wins over the query (EventSource keeps its
+    /// original URL when it reconnects, so the header is the newer cursor).
+    pub fn resume(&self, headers: &HeaderMap) -> Option<String> {
+        headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| self.last_event_id.clone())
+            .or_else(|| self.last_event_id_snake.clone())
+            .filter(|c| !c.trim().is_empty())
+    }
+
+    pub fn filter(&self) -> ApiResult<TopicFilter> {
+        match &self.topics {
+            None => Ok(TopicFilter::ALL),
+            Some(t) => TopicFilter::parse(t).ok_or_else(|| {
+                ApiError::BadRequest(
+                    "bad query: topics must be earnings and/or notifications".into(),
+                )
+            }),
+        }
+    }
+}
+
+pub fn subscribe_error(err: SubscribeError) -> ApiError {
+    match err {
+        SubscribeError::TooManyStreams => ApiError::TooManyStreams {
+            retry_after_secs: 5,
+        },
+        SubscribeError::ShuttingDown => ApiError::Unavailable,
+    }
+}
+
+async fn stream(
+    State(app): State<AppState>,
+    me: AuthUser,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<StreamParams>,
+) -> ApiResult<Response> {
+    let filter = params.filter()?;
+    let resume = params.resume(&headers);
+    let sub = app
+        .hub
+        .subscribe(me.id, SubscriberKind::Stream)
+        .map_err(subscribe_error)?;
+    let (feed, opening) = Feed::open(&app.feeds, sub, me.id, resume.as_deref(), filter).await?;
+    let body = Body::from_stream(sse(app, me, feed, opening));
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// A control or transport event (not in the log): one frame, no `id:`
+/// unless given.
+pub fn control_frame(name: &str, data: serde_json::Value, id: Option<&str>) -> Bytes {
+    let envelope = Frame::envelope(name, &rfc3339(now_ms()), &data);
+    let id = id.map(|c| format!("id: {c}\n")).unwrap_or_default();
+    Bytes::from(format!("{id}event: {name}\ndata: {envelope}\n\n"))
+}
+
+/// Logs the end of a stream with its duration however it ends, including
+/// when the client goes away and the body is simply dropped.
+struct StreamGuard {
+    user: Uuid,
+    connection: Uuid,
+    started: Instant,
+    reason: &'static str,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        metrics::gauge!("earntrack_open_streams").decrement(1.0);
+        tracing::info!(
+            user_id = %self.user,
+            connection_id = %self.connection,
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            reason = self.reason,
+            "stream closed"
+        );
+    }
+}
+
+fn sse(
+    app: AppState,
+    me: AuthUser,
+    mut feed: Feed,
+    opening: Opening,
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    let connection = Uuid::new_v4();
+    async_stream::stream! {
+        metrics::gauge!("earntrack_open_streams").increment(1.0);
+        let mut guard = StreamGuard { user: me.id, connection, started: Instant::now(), reason: "client gone" };
+        tracing::info!(user_id = %me.id, connection_id = %connection, resume = ?opening, "stream opened");
+
+        // Jittered, so the clients of a stopped server do not all come back
+        // in the same millisecond.
+        let retry = (app.config.retry_ms as f64 * rand::thread_rng().gen_range(0.8..1.2)) as u64;
+        yield Ok(Bytes::from(format!("retry: {retry}\n\n")));
+        let hello = json!({ "connectionId": connection, "userId": me.id });
+        // A fresh stream's `connected` carries the current position, so a
+        // client that drops before any event still resumes without a gap.
+        let cursor = feed.cursor();
+        let id = (opening == Opening::Fresh).then_some(cursor.as_str());
+        yield Ok(control_frame("connected", hello, id));
+        if opening == Opening::Reset {
+            yield Ok(control_frame("sync:reset", json!({ "reason": "cursor_unavailable" }), Some(&cursor)));
+        }
+
+        let expires_in = Duration::from_secs((me.exp - now_ms() / 1000).max(0) as u64);
+        let expiry = tokio::time::sleep(expires_in);
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                biased;
+                _ = app.shutdown.cancelled() => { guard.reason = "shutdown"; break; }
+                _ = &mut expiry => {
+                    guard.reason = "token expired";
+                    yield Ok(control_frame("auth:expired", json!({ "reason": "token_expired" }), None));
+                    break;
+                }
+                item = feed.next() => match item {
+                    Item::Event(frame, cursor) => {
+                        metrics::counter!("earntrack_events_delivered_total", "topic" => frame.topic.label()).increment(1);
+                        yield Ok(Bytes::from(format!("id: {cursor}\n")));
+                        yield Ok(frame.sse.clone());
+                    }
+                    Item::Ping => yield Ok(Bytes::from_static(b": ping\n\n")),
+                    Item::End(reason) => {
+                        guard.reason = match reason {
+                            EndReason::Closed => "closed by server",
+                            EndReason::TooSlow => "too slow",
+                            EndReason::Error => "log read failed",
+                        };
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

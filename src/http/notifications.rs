@@ -1,0 +1,107 @@
+//! `/api/notifications`: the user's notifications (their own and broadcasts)
+//! with per-user read state.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::earnings::with_event_cursor;
+use super::extract::{ApiQuery, IdPath};
+use super::{no_content, AppState};
+use crate::auth::AuthUser;
+use crate::db::notifications;
+use crate::domain::event::DomainEvent;
+use crate::domain::time::{now_ms, rfc3339};
+use crate::error::{ApiError, ApiResult};
+use crate::push::frame::StreamKey;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/notifications", get(list))
+        .route("/api/notifications/{id}/read", post(mark_read))
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    unread: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(app): State<AppState>,
+    me: AuthUser,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> ApiResult<Response> {
+    let bad = |what: &str| ApiError::BadRequest(format!("bad query: {what}"));
+    let unread = match p.unread.as_deref() {
+        None | Some("") | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(bad("unread must be true or false")),
+    };
+    let limit = match p.limit.filter(|l| !l.is_empty()) {
+        None => 50,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| bad("limit must be 1 to 100"))?,
+    };
+    let before = match p.cursor.filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => {
+            let (at, id) = c.split_once('_').ok_or_else(|| bad("unknown cursor"))?;
+            let at = at.parse::<i64>().map_err(|_| bad("unknown cursor"))?;
+            Some((
+                at,
+                Uuid::parse_str(id)
+                    .map_err(|_| bad("unknown cursor"))?
+                    .to_string(),
+            ))
+        }
+    };
+    let mut tx = app.db.begin_snapshot().await?;
+    let position = crate::push::feed::current_position(&mut tx, me.id).await?;
+    let rows = notifications::list(&mut tx, me.id, unread, before, limit).await?;
+    tx.commit().await?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| {
+            rows.last()
+                .map(|r| format!("{}_{}", r.notification.timestamp, r.notification.id))
+        })
+        .flatten();
+    let items: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let mut item = r.notification.to_json();
+            item["read"] = json!(r.read_at.is_some());
+            item["readAt"] = json!(r.read_at.map(rfc3339));
+            item
+        })
+        .collect();
+    let body = Json(json!({ "items": items, "nextCursor": next })).into_response();
+    Ok(with_event_cursor(
+        body,
+        &app.feeds.codec.encode(me.id, &position),
+    ))
+}
+
+/// Marks read and tells every stream of this user, so other tabs clear it.
+async fn mark_read(
+    State(app): State<AppState>,
+    me: AuthUser,
+    IdPath(id): IdPath,
+) -> ApiResult<Response> {
+    let mut tx = app.db.begin_write().await?;
+    if !notifications::mark_read(tx.conn(), me.id, id, now_ms()).await? {
+        return Err(ApiError::NotFound);
+    }
+    tx.append(StreamKey::User(me.id), &DomainEvent::notification_read(id))
+        .await?;
+    app.publisher.commit(tx).await?;
+    Ok(no_content())
+}

@@ -1,0 +1,95 @@
+//! `GET /events/poll`: the long-poll fallback for proxies that buffer
+//! streamed responses. Same auth, cursors, isolation and `sync:reset` rules
+//! as `/events`, built on the same `Feed`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::events::subscribe_error;
+use super::extract::ApiQuery;
+use super::AppState;
+use crate::auth::AuthUser;
+use crate::domain::time::{now_ms, rfc3339};
+use crate::error::{ApiError, ApiResult};
+use crate::push::{Feed, Item, Opening, SubscriberKind, TopicFilter};
+
+/// Most events one answer carries; the client polls again for the rest.
+const MAX_EVENTS: usize = 500;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/events/poll", get(poll))
+}
+
+#[derive(Deserialize)]
+struct PollParams {
+    after: Option<String>,
+    timeout: Option<String>,
+    topics: Option<String>,
+}
+
+async fn poll(
+    State(app): State<AppState>,
+    me: AuthUser,
+    _headers: HeaderMap,
+    ApiQuery(p): ApiQuery<PollParams>,
+) -> ApiResult<Json<Value>> {
+    let timeout = match p.timeout.as_deref().filter(|t| !t.is_empty()) {
+        None => 25,
+        Some(t) => t.parse::<u64>().ok().filter(|t| *t <= 30).ok_or_else(|| {
+            ApiError::BadRequest("bad query: timeout must be 0 to 30 seconds".into())
+        })?,
+    };
+    let filter = match p.topics.as_deref() {
+        None => TopicFilter::ALL,
+        Some(t) => TopicFilter::parse(t)
+            .ok_or_else(|| ApiError::BadRequest("bad query: unknown topic".into()))?,
+    };
+    let after = p.after.filter(|a| !a.trim().is_empty());
+    let sub = app
+        .hub
+        .subscribe(me.id, SubscriberKind::Poll)
+        .map_err(subscribe_error)?;
+    let (mut feed, opening) = Feed::open(&app.feeds, sub, me.id, after.as_deref(), filter).await?;
+    if opening == Opening::Reset {
+        let cursor = feed.cursor();
+        let reset = json!({ "id": cursor, "event": "sync:reset", "timestamp": rfc3339(now_ms()), "data": { "reason": "cursor_unavailable" } });
+        return Ok(Json(json!({ "events": [reset], "cursor": cursor })));
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let mut events = Vec::new();
+    let mut cursor = after.unwrap_or_else(|| feed.cursor());
+    loop {
+        // Once something came, answer with whatever is already there rather
+        // than waiting out the timeout.
+        if !events.is_empty() && (!feed.has_pending() || events.len() >= MAX_EVENTS) {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = app.shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => break,
+            item = feed.next() => match item {
+                Item::Event(frame, next) => {
+                    let envelope: Value = serde_json::from_str(&frame.envelope).unwrap_or(Value::Null);
+                    events.push(json!({
+                        "id": next,
+                        "event": frame.name,
+                        "timestamp": envelope["timestamp"],
+                        "data": envelope["data"],
+                    }));
+                    cursor = next;
+                }
+                Item::Ping => {}
+                Item::End(_) => break,
+            }
+        }
+    }
+    Ok(Json(json!({ "events": events, "cursor": cursor })))
+}

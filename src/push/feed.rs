@@ -1,0 +1,283 @@
+//! `Feed`: what one subscriber (an SSE stream or a long-poll) receives. It
+//! joins the log and the live channel into one ordered sequence per log
+//! stream with no gap and no duplicate:
+//!
+//! - It subscribes to the hub *before* reading positions or the log, so an
+//!   event committed during the replay is in the channel too; live frames at
+//!   or below the position already delivered are dropped as duplicates.
+//! - A live frame more than one past the position means an earlier event was
+//!   committed but its publish has not reached us yet (two requests finished
+//!   at the same moment), or was lost to lag: the feed reads the log, where
+//!   every committed event already is (see `db::event_log` for why sequences
+//!   are gap-free). Only then does it move on, so n+1 never precedes n.
+//! - `Lagged` from the channel is handled the same way: catch up from the log.
+//!   A subscriber that keeps lagging while catching up is ended, so it
+//!   reconnects with `Last-Event-ID` instead of pinning a replay slot.
+//! - Log reads hold a permit of a semaphore shared by all feeds, which bounds
+//!   the database work of a reconnect storm.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use super::cursor::{CursorCodec, Position};
+use super::frame::Frame;
+use super::hub::{Signal, Subscription};
+use crate::db::{event_log, Db};
+use crate::domain::event::Topic;
+
+/// Shared by all feeds of a server.
+#[derive(Clone)]
+pub struct FeedContext {
+    pub db: Db,
+    pub codec: CursorCodec,
+    pub replay_permits: Arc<Semaphore>,
+    /// Most events a resume may replay; further behind means `sync:reset`.
+    pub replay_max: i64,
+}
+
+/// Events read from the log per query.
+const PAGE: i64 = 500;
+/// Lags in a row without reaching live before a subscriber counts as too slow.
+const MAX_LAGS: u32 = 3;
+
+/// The `topics=` filter.
+#[derive(Clone, Copy, Debug)]
+pub struct TopicFilter {
+    pub earnings: bool,
+    pub notifications: bool,
+}
+
+impl TopicFilter {
+    pub const ALL: TopicFilter = TopicFilter {
+        earnings: true,
+        notifications: true,
+    };
+
+    /// `earnings,notifications` (any order, either alone). `None` on an
+    /// unknown topic.
+    pub fn parse(s: &str) -> Option<TopicFilter> {
+        let mut f = TopicFilter {
+            earnings: false,
+            notifications: false,
+        };
+        for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            match t {
+                "earnings" => f.earnings = true,
+                "notifications" => f.notifications = true,
+                _ => return None,
+            }
+        }
+        Some(f)
+    }
+
+    pub fn passes(&self, topic: Topic) -> bool {
+        match topic {
+            Topic::Earnings => self.earnings,
+            Topic::Notifications => self.notifications,
+            Topic::Other => true,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Opening {
+    /// No cursor: starts at the current position.
+    Fresh,
+    /// A valid cursor: replays what came after it first.
+    Resumed,
+    /// A cursor we cannot honour (pruned, never issued, other user or log):
+    /// starts at the current position, and the client must reload.
+    Reset,
+}
+
+#[derive(Debug)]
+pub enum Item {
+    /// An event and the cursor that follows it.
+    Event(Arc<Frame>, String),
+    /// Time for a heartbeat.
+    Ping,
+    /// The feed is over.
+    End(EndReason),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// Force-disconnect or shutdown.
+    Closed,
+    /// Could not keep up even from the log.
+    TooSlow,
+    /// The log could not be read.
+    Error,
+}
+
+pub struct Feed {
+    sub: Subscription,
+    ctx: FeedContext,
+    user: Uuid,
+    pos: Position,
+    filter: TopicFilter,
+    backlog: VecDeque<Arc<Frame>>,
+    /// The log must be read before the next live frame is taken.
+    catch_up: bool,
+    lags: u32,
+    replayed: u64,
+}
+
+impl Feed {
+    /// Open a feed on `sub` (already subscribed), resuming after `resume`.
+    pub async fn open(
+        ctx: &FeedContext,
+        sub: Subscription,
+        user: Uuid,
+        resume: Option<&str>,
+        filter: TopicFilter,
+    ) -> Result<(Feed, Opening), sqlx::Error> {
+        let mut conn = ctx.db.read.acquire().await?;
+        let current = current_position(&mut conn, user).await?;
+        let (pos, opening) = match resume.map(|c| ctx.codec.decode(user, c)) {
+            None => (current, Opening::Fresh),
+            Some(Some(wanted)) if resumable(&mut conn, user, &wanted, ctx.replay_max).await? => {
+                (wanted, Opening::Resumed)
+            }
+            Some(_) => (current, Opening::Reset),
+        };
+        drop(conn);
+        let feed = Feed {
+            sub,
+            ctx: ctx.clone(),
+            user,
+            pos,
+            filter,
+            backlog: VecDeque::new(),
+            catch_up: opening == Opening::Resumed,
+            lags: 0,
+            replayed: 0,
+        };
+        Ok((feed, opening))
+    }
+
+    /// The cursor of everything delivered so far.
+    pub fn cursor(&self) -> String {
+        self.ctx.codec.encode(self.user, &self.pos)
+    }
+
+    /// Events taken from the log rather than the live channel.
+    pub fn replayed(&self) -> u64 {
+        self.replayed
+    }
+
+    /// True when a call to `next` would return without waiting for the
+    /// channel (used by long-poll to collect what is already there).
+    pub fn has_pending(&self) -> bool {
+        self.catch_up || !self.backlog.is_empty() || !self.sub.rx.is_empty()
+    }
+
+    pub async fn next(&mut self) -> Item {
+        loop {
+            if let Some(frame) = self.backlog.pop_front() {
+                if let Some(item) = self.accept(frame) {
+                    return item;
+                }
+                continue;
+            }
+            if self.catch_up {
+                if let Err(err) = self.read_log().await {
+                    tracing::warn!(error = %err, "reading the event log failed");
+                    return Item::End(EndReason::Error);
+                }
+                continue;
+            }
+            match self.sub.rx.recv().await {
+                Ok(Signal::Event(frame)) => match self.pos.get(&frame.key) {
+                    None => {}
+                    Some(at) if frame.seq <= at => {}
+                    Some(at) if frame.seq == at + 1 => {
+                        self.lags = 0;
+                        if let Some(item) = self.accept(frame) {
+                            return item;
+                        }
+                    }
+                    // A hole before this frame: its events are in the log.
+                    Some(_) => self.catch_up = true,
+                },
+                Ok(Signal::Ping) => return Item::Ping,
+                Ok(Signal::Close) => return Item::End(EndReason::Closed),
+                Err(RecvError::Lagged(_)) => {
+                    self.lags += 1;
+                    if self.lags > MAX_LAGS {
+                        metrics::counter!("earntrack_slow_subscriber_drops_total").increment(1);
+                        return Item::End(EndReason::TooSlow);
+                    }
+                    self.catch_up = true;
+                }
+                Err(RecvError::Closed) => return Item::End(EndReason::Closed),
+            }
+        }
+    }
+
+    /// Advance the position past `frame`; an item when the filter lets it through.
+    fn accept(&mut self, frame: Arc<Frame>) -> Option<Item> {
+        match self.pos.get(&frame.key) {
+            Some(at) if frame.seq > at => self.pos.set(&frame.key, frame.seq),
+            _ => return None,
+        }
+        if self.filter.passes(frame.topic) {
+            Some(Item::Event(frame, self.cursor()))
+        } else {
+            None
+        }
+    }
+
+    /// One page of every followed stream after the current position.
+    async fn read_log(&mut self) -> Result<(), sqlx::Error> {
+        let _permit = self
+            .ctx
+            .replay_permits
+            .acquire()
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let mut conn = self.ctx.db.read.acquire().await?;
+        let mut more = false;
+        for (key, after) in self.pos.entries(self.user) {
+            let frames = event_log::since(&mut conn, &key, after, PAGE).await?;
+            more |= frames.len() as i64 == PAGE;
+            self.replayed += frames.len() as u64;
+            metrics::counter!("earntrack_events_replayed_total").increment(frames.len() as u64);
+            self.backlog.extend(frames.into_iter().map(Arc::new));
+        }
+        self.catch_up = more;
+        Ok(())
+    }
+}
+
+/// A cursor can be resumed when each of its positions lies within what the
+/// log holds (`low..=seq`) and the whole replay stays under `replay_max`.
+async fn resumable(
+    conn: &mut sqlx::AnyConnection,
+    user: Uuid,
+    wanted: &Position,
+    replay_max: i64,
+) -> Result<bool, sqlx::Error> {
+    let mut behind = 0;
+    for (key, at) in wanted.entries(user) {
+        let bounds = event_log::bounds(conn, &key).await?;
+        if at > bounds.seq || at < bounds.low {
+            return Ok(false);
+        }
+        behind += bounds.seq - at;
+    }
+    Ok(behind <= replay_max)
+}
+
+/// A user's current position in every stream they follow, read on `conn`
+/// (inside a snapshot when it must agree with other data read there).
+pub async fn current_position(
+    conn: &mut sqlx::AnyConnection,
+    user: Uuid,
+) -> Result<Position, sqlx::Error> {
+    event_log::current_position(conn, user).await
+}

@@ -1,0 +1,357 @@
+//! The hub: the live side of fan-out on this server. One
+//! `tokio::sync::broadcast` channel per connected user, created when their
+//! first stream (or long-poll) subscribes and removed when the last one goes,
+//! so nothing is kept for users who once connected.
+//!
+//! Delivery policy, written next to the code:
+//! - `dispatch` never waits: `broadcast::Sender::send` is synchronous and
+//!   overwrites the oldest slot when a receiver is behind, so a slow client
+//!   can never stall a publisher or another client.
+//! - A receiver that fell behind gets `RecvError::Lagged` and catches up from
+//!   the event log (see `feed`); nothing is lost, only re-read.
+//! - A frame is an `Arc<Frame>`: the channel moves a pointer, never bytes.
+//! - Broadcast and room frames are sent into each recipient's one channel, so
+//!   a stream holds exactly one receiver however many streams it follows.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use super::frame::{Frame, StreamKey};
+
+/// What travels through a user's channel.
+#[derive(Clone, Debug)]
+pub enum Signal {
+    Event(Arc<Frame>),
+    /// Time for a heartbeat comment (one hub-wide ticker instead of a timer
+    /// per stream).
+    Ping,
+    /// End the user's streams and answer their long-polls now
+    /// (force-disconnect, shutdown).
+    Close,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscriberKind {
+    /// An `/events` stream: counted against the per-user limit.
+    Stream,
+    /// A long-poll: wakes on events, not counted as a stream.
+    Poll,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubscribeError {
+    TooManyStreams,
+    ShuttingDown,
+}
+
+struct Entry {
+    tx: broadcast::Sender<Signal>,
+    streams: usize,
+    polls: usize,
+}
+
+/// 64 shards: publishers for different users rarely share a lock, and a
+/// broadcast walks the shards one at a time.
+const SHARDS: usize = 64;
+
+struct Inner {
+    /// `std::sync::Mutex`, not tokio's: it is held only for map updates and
+    /// non-blocking `send`s, never across an `.await`.
+    shards: Box<[Mutex<HashMap<Uuid, Entry>>]>,
+    /// Room id -> members on any server; maintained by the room admin API.
+    rooms: RwLock<HashMap<i64, HashSet<Uuid>>>,
+    capacity: usize,
+    max_streams_per_user: usize,
+    closing: AtomicBool,
+}
+
+/// A cheap handle (`Arc`) to this server's hub.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl Hub {
+    /// `capacity`: slots per user channel. Small, because each slot is
+    /// allocated up front for every connected user; a stream that falls
+    /// further behind reads the log instead.
+    pub fn new(capacity: usize, max_streams_per_user: usize) -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        Hub {
+            inner: Arc::new(Inner {
+                shards,
+                rooms: RwLock::new(HashMap::new()),
+                capacity: capacity.max(2),
+                max_streams_per_user,
+                closing: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    fn shard(&self, user: Uuid) -> &Mutex<HashMap<Uuid, Entry>> {
+        &self.inner.shards[(user.as_u128() % SHARDS as u128) as usize]
+    }
+
+    /// Subscribe before reading the log: whatever is published from now on
+    /// is in the channel, so replay and live cannot leave a hole between them.
+    pub fn subscribe(
+        &self,
+        user: Uuid,
+        kind: SubscriberKind,
+    ) -> Result<Subscription, SubscribeError> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(SubscribeError::ShuttingDown);
+        }
+        let mut shard = lock(self.shard(user));
+        let entry = shard.entry(user).or_insert_with(|| Entry {
+            tx: broadcast::channel(self.inner.capacity).0,
+            streams: 0,
+            polls: 0,
+        });
+        match kind {
+            SubscriberKind::Stream if entry.streams >= self.inner.max_streams_per_user => {
+                if entry.streams + entry.polls == 0 {
+                    shard.remove(&user);
+                }
+                return Err(SubscribeError::TooManyStreams);
+            }
+            SubscriberKind::Stream => entry.streams += 1,
+            SubscriberKind::Poll => entry.polls += 1,
+        }
+        let rx = entry.tx.subscribe();
+        Ok(Subscription {
+            rx,
+            user,
+            kind,
+            hub: self.clone(),
+        })
+    }
+
+    fn unsubscribe(&self, user: Uuid, kind: SubscriberKind) {
+        let mut shard = lock(self.shard(user));
+        if let Some(entry) = shard.get_mut(&user) {
+            match kind {
+                SubscriberKind::Stream => entry.streams -= 1,
+                SubscriberKind::Poll => entry.polls -= 1,
+            }
+            if entry.streams + entry.polls == 0 {
+                shard.remove(&user);
+            }
+        }
+    }
+
+    /// Hand a committed event to the local subscribers it concerns.
+    pub fn dispatch(&self, frame: Arc<Frame>) {
+        match &frame.key {
+            StreamKey::User(user) => self.send_to(*user, Signal::Event(frame.clone())),
+            StreamKey::Broadcast => self.send_all(Signal::Event(frame)),
+            StreamKey::Room(room) => {
+                let members: Vec<Uuid> = match self.inner.rooms.read() {
+                    Ok(rooms) => rooms
+                        .get(room)
+                        .map(|m| m.iter().copied().collect())
+                        .unwrap_or_default(),
+                    Err(poisoned) => poisoned
+                        .into_inner()
+                        .get(room)
+                        .map(|m| m.iter().copied().collect())
+                        .unwrap_or_default(),
+                };
+                for user in members {
+                    self.send_to(user, Signal::Event(frame.clone()));
+                }
+            }
+        }
+    }
+
+    fn send_to(&self, user: Uuid, signal: Signal) {
+        if let Some(entry) = lock(self.shard(user)).get(&user) {
+            // An error only means no receiver is left; nothing to do.
+            let _ = entry.tx.send(signal);
+        }
+    }
+
+    fn send_all(&self, signal: Signal) {
+        for shard in self.inner.shards.iter() {
+            for entry in lock(shard).values() {
+                let _ = entry.tx.send(signal.clone());
+            }
+        }
+    }
+
+    /// Every stream writes a heartbeat comment.
+    pub fn ping_all(&self) {
+        self.send_all(Signal::Ping);
+    }
+
+    /// End all streams of `user` on this server; returns how many.
+    pub fn close_user(&self, user: Uuid) -> usize {
+        match lock(self.shard(user)).get(&user) {
+            Some(entry) => {
+                let _ = entry.tx.send(Signal::Close);
+                entry.streams
+            }
+            None => 0,
+        }
+    }
+
+    /// Shutdown: refuse new subscribers and end every stream and long-poll.
+    pub fn close_all(&self) {
+        self.inner.closing.store(true, Ordering::Release);
+        self.send_all(Signal::Close);
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.inner.closing.load(Ordering::Acquire)
+    }
+
+    /// Open streams on this server per user (users with only long-polls are
+    /// left out).
+    pub fn connections(&self) -> Vec<(Uuid, usize)> {
+        let mut out = Vec::new();
+        for shard in self.inner.shards.iter() {
+            out.extend(
+                lock(shard)
+                    .iter()
+                    .filter(|(_, e)| e.streams > 0)
+                    .map(|(u, e)| (*u, e.streams)),
+            );
+        }
+        out
+    }
+
+    pub fn user_streams(&self, user: Uuid) -> usize {
+        lock(self.shard(user)).get(&user).map_or(0, |e| e.streams)
+    }
+
+    /// Users with a channel on this server (for tests and metrics).
+    pub fn channel_count(&self) -> usize {
+        self.inner.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Replace the membership of a room (room admin API).
+    pub fn set_room_member(&self, room: i64, user: Uuid, member: bool) {
+        let mut rooms = self.inner.rooms.write().unwrap_or_else(|p| p.into_inner());
+        let members = rooms.entry(room).or_default();
+        if member {
+            members.insert(user);
+        } else {
+            members.remove(&user);
+            if members.is_empty() {
+                rooms.remove(&room);
+            }
+        }
+    }
+}
+
+/// A poisoned shard only means a panic elsewhere while holding it; the map
+/// itself is still consistent (every update is a single insert or remove).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One subscriber's receiver; leaving the hub happens on drop, so a stream
+/// that ends in any way (client gone, shutdown, panic) is always counted out.
+pub struct Subscription {
+    pub rx: broadcast::Receiver<Signal>,
+    user: Uuid,
+    kind: SubscriberKind,
+    hub: Hub,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(self.user, self.kind);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::broadcast::error::TryRecvError;
+
+    fn frame(user: Uuid, seq: i64) -> Arc<Frame> {
+        Arc::new(Frame::new(
+            StreamKey::User(user),
+            seq,
+            "earnings:new".into(),
+            "{}".into(),
+        ))
+    }
+
+    #[test]
+    fn channel_is_dropped_when_last_stream_closes() {
+        let hub = Hub::new(8, 4);
+        let user = Uuid::new_v4();
+        let a = hub.subscribe(user, SubscriberKind::Stream).unwrap();
+        let b = hub.subscribe(user, SubscriberKind::Poll).unwrap();
+        assert_eq!(hub.channel_count(), 1);
+        assert_eq!(hub.user_streams(user), 1);
+        drop(a);
+        assert_eq!(hub.channel_count(), 1);
+        drop(b);
+        assert_eq!(hub.channel_count(), 0);
+    }
+
+    #[test]
+    fn stream_limit_is_per_user_and_polls_do_not_count() {
+        let hub = Hub::new(8, 2);
+        let user = Uuid::new_v4();
+        let _s1 = hub.subscribe(user, SubscriberKind::Stream).unwrap();
+        let _s2 = hub.subscribe(user, SubscriberKind::Stream).unwrap();
+        assert_eq!(
+            hub.subscribe(user, SubscriberKind::Stream).err(),
+            Some(SubscribeError::TooManyStreams)
+        );
+        assert!(hub.subscribe(user, SubscriberKind::Poll).is_ok());
+        assert!(hub
+            .subscribe(Uuid::new_v4(), SubscriberKind::Stream)
+            .is_ok());
+    }
+
+    #[test]
+    fn stalled_subscriber_does_not_delay_another() {
+        let hub = Hub::new(4, 4);
+        let user = Uuid::new_v4();
+        let mut stalled = hub.subscribe(user, SubscriberKind::Stream).unwrap();
+        let mut fast = hub.subscribe(user, SubscriberKind::Stream).unwrap();
+        for seq in 1..=100 {
+            hub.dispatch(frame(user, seq));
+            // The fast one reads each frame as it comes; dispatch never waits
+            // for the stalled one.
+            match fast.rx.try_recv() {
+                Ok(Signal::Event(f)) => assert_eq!(f.seq, seq),
+                other => panic!("fast subscriber got {other:?}"),
+            }
+        }
+        // The stalled one learns it lagged (and will catch up from the log).
+        assert!(matches!(
+            stalled.rx.try_recv(),
+            Err(TryRecvError::Lagged(96))
+        ));
+    }
+
+    #[test]
+    fn broadcast_reaches_every_user_once_and_close_ends_only_that_user() {
+        let hub = Hub::new(8, 4);
+        let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut s1 = hub.subscribe(u1, SubscriberKind::Stream).unwrap();
+        let mut s2 = hub.subscribe(u2, SubscriberKind::Stream).unwrap();
+        hub.dispatch(Arc::new(Frame::new(
+            StreamKey::Broadcast,
+            1,
+            "notification".into(),
+            "{}".into(),
+        )));
+        assert!(matches!(s1.rx.try_recv(), Ok(Signal::Event(_))));
+        assert!(matches!(s2.rx.try_recv(), Ok(Signal::Event(_))));
+        assert!(matches!(s1.rx.try_recv(), Err(TryRecvError::Empty)));
+        assert_eq!(hub.close_user(u1), 1);
+        assert!(matches!(s1.rx.try_recv(), Ok(Signal::Close)));
+        assert!(matches!(s2.rx.try_recv(), Err(TryRecvError::Empty)));
+    }
+}

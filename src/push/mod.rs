@@ -1,0 +1,18 @@
+//! Fan-out core; knows nothing about HTTP.
+//!
+//! publish: a handler's `WriteTx` appends events to the log inside its
+//! transaction -> `Publisher::commit` commits, then hands the encoded frames
+//! to the `Broker` -> every server's `Hub` -> each subscriber's `Feed`, which
+//! orders, de-duplicates and fills gaps from the log before a transport (SSE,
+//! long-poll) writes anything.
+
+pub mod broker;
+pub mod cursor;
+pub mod feed;
+pub mod frame;
+pub mod hub;
+pub mod publisher;
+
+pub use feed::{Feed, FeedContext, Item, Opening, TopicFilter};
+pub use hub::{Hub, SubscribeError, SubscriberKind};
+pub use publisher::Publisher;

@@ -1,0 +1,233 @@
+// EarnTrack web client: wires the session, the state, the live stream and
+// the views together.
+//
+// Start-up order matters for "load, then subscribe, without a gap":
+//   1. listen to the other tabs (the stream's relays) and buffer events;
+//   2. load state over REST, keeping the stream position of the first read
+//      (`EarnTrack-Event-Cursor`);
+//   3. apply the buffered events, then join the leader election so that the
+//      stream, if this tab holds it, resumes exactly at that position.
+// Events that overlap the load are applied twice, which the store absorbs.
+
+import * as api from './js/api.js';
+import * as bus from './js/bus.js';
+import * as ui from './js/ui.js';
+import { Store } from './js/state.js';
+import { Session } from './js/session.js';
+import { Stream } from './js/stream.js';
+import { initAuthView } from './js/auth-view.js';
+import { initEarningsView } from './js/earnings-view.js';
+import { initNotificationsView } from './js/notifications-view.js';
+import { initAdminView } from './js/admin-view.js';
+
+const MAX_EARNING_PAGES = 100;
+const MAX_UNREAD_PAGES = 10;
+
+const store = new Store();
+let session = null;
+let stream = null;
+// Bumped when a session ends, so work started for an older one stops.
+let generation = 0;
+// Events that arrive while state loads; null when not loading.
+let pending = null;
+let reloadRequested = false;
+
+ui.initShell();
+const authView = initAuthView({ onSignedIn: signedIn });
+const earningsView = initEarningsView({ store, toast: ui.toast });
+const notificationsView = initNotificationsView({ store });
+const adminView = initAdminView({ store, toast: ui.toast });
+ui.onTabChange((tab) => adminView.setActive(tab === 'operator'));
+
+api.setSessionLostHandler(() => {
+  bus.post('logout');
+  endSession('Your session has expired. Please log in again.');
+});
+
+bus.on('logout', () => endSession('You were logged out in another tab.'));
+bus.on('login', (m) => {
+  if (session && store.user?.id === m.userId) return;
+  if (session) endSession();
+  resume();
+});
+
+// ---- events ---------------------------------------------------------------
+
+function handleEvent(name, data, id) {
+  if (pending) {
+    // A reset during a load means the load may already be stale: load again.
+    if (name === 'sync:reset') reloadRequested = true;
+    else pending.push([name, data, id]);
+    return;
+  }
+  applyEvent(name, data);
+}
+
+function applyEvent(name, data) {
+  switch (name) {
+    case 'platforms:new':
+      store.upsertPlatform(data);
+      break;
+    case 'earnings:new':
+      store.upsertEarning(data);
+      break;
+    case 'earnings:updated':
+      store.patchEarning(data ?? {});
+      break;
+    case 'earnings:deleted':
+      if (data?.id) store.removeEarning(data.id);
+      break;
+    case 'notification':
+      // Only new ones pop up: a resume may replay what we already showed.
+      if (store.addNotification(data)) ui.toast(data);
+      break;
+    case 'notification:read':
+      store.markRead(data?.id);
+      ui.dismissStickyToast(data?.id);
+      break;
+    case 'sync:reset':
+      // The server no longer holds our position: what we have may miss
+      // events, so start over from a fresh load; the stream carries on live.
+      load(generation);
+      break;
+    default:
+      // connected, auth:expired: the stream's business. Unknown: ignored.
+      break;
+  }
+}
+
+// ---- loading --------------------------------------------------------------
+
+async function allPages(fetchPage, firstCursor, maxPages) {
+  const items = [];
+  let cursor = firstCursor;
+  for (let i = 0; cursor && i < maxPages; i += 1) {
+    const page = await fetchPage(cursor);
+    items.push(...page.items);
+    cursor = page.nextCursor;
+  }
+  return items;
+}
+
+/** Loads everything; resolves to the stream position of the load, or null if the session ended. */
+async function load(gen) {
+  if (pending) {
+    reloadRequested = true;
+    return null;
+  }
+  pending = [];
+  let cursor = null;
+  for (let attempt = 1; gen === generation; attempt += 1) {
+    reloadRequested = false;
+    try {
+      // Earnings first: their cursor is the position everything is resumed
+      // from, so the other lists must be read after it, never before.
+      const first = await api.earnings.page({ limit: 100 });
+      const [platforms, more, unread] = await Promise.all([
+        api.platforms.list(),
+        allPages((c) => api.earnings.page({ limit: 100, cursor: c }), first.nextCursor, MAX_EARNING_PAGES),
+        (async () => {
+          const page = await api.notifications.page({ unread: true });
+          return [...page.items, ...(await allPages((c) => api.notifications.page({ unread: true, cursor: c }), page.nextCursor, MAX_UNREAD_PAGES))];
+        })(),
+      ]);
+      if (gen !== generation) return null;
+      cursor = first.eventCursor;
+      store.replace({ platforms, earnings: [...first.items, ...more], unread });
+      if (!reloadRequested) break;
+    } catch (err) {
+      if (gen !== generation || err.status === 401) return null;
+      if (attempt === 1) ui.toast({ title: 'Could not load your data', message: `${err.message} Retrying…`, type: 'warning', duration: 6000 });
+      await new Promise((r) => setTimeout(r, Math.min(1000 * 2 ** attempt, 30_000)));
+    }
+  }
+  if (gen !== generation) return null;
+  const queued = pending;
+  pending = null;
+  for (const [name, data] of queued) applyEvent(name, data);
+  return cursor;
+}
+
+// ---- session --------------------------------------------------------------
+
+function signedIn(auth) {
+  bus.post('login', { userId: auth.user?.id });
+  startSession(auth);
+}
+
+async function startSession(auth) {
+  const gen = ++generation;
+  session = new Session({
+    onUser: (user) => {
+      store.setUser(user);
+      ui.setUser(user);
+    },
+    onLost: (message) => {
+      bus.post('logout');
+      endSession(message);
+    },
+  });
+  session.begin(auth);
+  ui.setConnState('reconnecting', null);
+  ui.showApp();
+  stream = new Stream({
+    onEvent: handleEvent,
+    onState: ui.setConnState,
+    refreshAuth: async () => {
+      const ok = await session.refresh();
+      if (!ok) {
+        bus.post('logout');
+        endSession('Your session has expired. Please log in again.');
+      }
+      return ok;
+    },
+  });
+  const cursor = await load(gen);
+  if (gen !== generation) return;
+  stream.start(cursor);
+}
+
+function endSession(message) {
+  if (!session) return;
+  generation += 1;
+  stream?.stop();
+  stream = null;
+  session.end();
+  session = null;
+  pending = null;
+  store.clear();
+  earningsView.reset();
+  notificationsView.reset();
+  adminView.setActive(false);
+  ui.showTab('earnings');
+  ui.showAuth();
+  authView.reset(message);
+}
+
+async function logout() {
+  try {
+    await api.auth.logout();
+  } catch {
+    // Even unreachable, forget the session here; the cookie expires anyway.
+  }
+  bus.post('logout');
+  endSession();
+}
+
+/** On load: is there a cookie session? 200 → in, 401 → the login form. */
+async function resume() {
+  try {
+    const auth = await api.auth.refresh();
+    startSession(auth);
+  } catch (err) {
+    if (err.status === 401) {
+      ui.showAuth();
+      authView.reset();
+    } else {
+      ui.showBoot(`Cannot reach EarnTrack: ${err.message}`, resume);
+    }
+  }
+}
+
+document.getElementById('logout').addEventListener('click', logout);
+resume();
