@@ -8,7 +8,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -51,6 +50,7 @@ impl App {
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
+        let config_rate = config.rate_limit_per_min;
         let state = AppState(Arc::new(Shared {
             keys: Keys::new(secret.as_bytes(), config.token_ttl_secs),
             config,
@@ -60,6 +60,7 @@ impl App {
             feeds,
             shutdown: CancellationToken::new(),
             metrics: prometheus(),
+            rate_limit: crate::ratelimit::RateLimit::per_minute(config_rate),
         }));
         Ok(App { listener, state })
     }
@@ -97,10 +98,7 @@ impl App {
             stopping.cancel();
             hub.close_all();
         };
-        let listener = listener.tap_io(|tcp| {
-            // Frames are small and latency matters more than packet count.
-            let _ = tcp.set_nodelay(true);
-        });
+        let listener = crate::net::Listener::new(listener, state.config.write_timeout());
         let server = axum::serve(listener, router).with_graceful_shutdown(stop);
         let cancelled = state.shutdown.clone();
         let server = tokio::spawn(async move { server.await });
@@ -135,14 +133,15 @@ fn spawn_background(state: &AppState) -> CancellationToken {
             }
         }
     });
-    let (db, config, token) = (state.db.clone(), state.config.clone(), stop.clone());
+    let (app, token) = (state.clone(), stop.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 _ = token.cancelled() => break,
                 _ = tick.tick() => {
-                    if let Err(err) = prune(&db, &config).await {
+                    app.rate_limit.forget_idle();
+                    if let Err(err) = prune(&app.db, &app.config).await {
                         tracing::warn!(error = %err, "pruning the event log failed");
                     }
                 }

@@ -163,6 +163,9 @@ impl FromRequestParts<AppState> for AuthUser {
             return Err(ApiError::Csrf);
         }
         tracing::Span::current().record("user_id", tracing::field::display(id));
+        if parts.uri.path().starts_with("/api/") {
+            state.rate_limit.check(id)?;
+        }
         let user = AuthUser {
             id,
             email: claims.email,

@@ -115,6 +115,11 @@ pub struct Config {
     #[arg(long, env = "EARNTRACK_RATE_LIMIT_PER_MIN", default_value_t = 600)]
     pub rate_limit_per_min: u32,
 
+    /// Seconds a connection may go without accepting written bytes before
+    /// it is closed (a client that stopped reading); it then resumes.
+    #[arg(long, env = "EARNTRACK_WRITE_TIMEOUT_SECS", default_value_t = 30)]
+    pub write_timeout_secs: u64,
+
     /// Connections in the database pool.
     #[arg(long, env = "EARNTRACK_DB_POOL", default_value_t = 8)]
     pub db_pool: u32,
@@ -131,6 +136,10 @@ pub struct Config {
 impl Config {
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs.max(1))
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs.max(1))
     }
 
     pub fn is_admin(&self, email: &str) -> bool {

@@ -18,7 +18,9 @@
 //!   which reaches each server's `Hub` (one broadcast channel per connected
 //!   user); a `Feed` per subscriber merges log replay and live frames into
 //!   one gap-free, duplicate-free sequence per log stream.
+//! - `net`: the listener; a connection whose writes stall is cut off.
 //! - `app`: builds all of it and runs until a stop signal, then drains.
+//! - `ratelimit`: the per-user REST budget.
 //! - `config`: flags and environment (clap).
 
 pub mod app;
@@ -28,7 +30,9 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod net;
 pub mod push;
+pub mod ratelimit;
 pub mod telemetry;
 
 pub use app::App;

@@ -48,6 +48,7 @@ pub struct Shared {
     /// Cancelled when shutdown starts: readiness turns 503.
     pub shutdown: CancellationToken,
     pub metrics: PrometheusHandle,
+    pub rate_limit: crate::ratelimit::RateLimit,
 }
 
 impl Deref for AppState {
