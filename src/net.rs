@@ -25,7 +25,10 @@ pub struct Listener {
 
 impl Listener {
     pub fn new(inner: TcpListener, write_timeout: Duration) -> Self {
-        Listener { inner, write_timeout }
+        Listener {
+            inner,
+            write_timeout,
+        }
     }
 }
 
@@ -33,15 +36,22 @@ impl axum::serve::Listener for Listener {
     type Io = WriteDeadline;
     type Addr = SocketAddr;
 
-    fn accept(&mut self) -> impl Future<Output = (Self::Io, Self::Addr)> + Send {
-        async move {
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        {
             loop {
                 match self.inner.accept().await {
                     Ok((tcp, addr)) => {
                         // Frames are small and latency matters more than
                         // packet count.
                         let _ = tcp.set_nodelay(true);
-                        return (WriteDeadline { tcp, timeout: self.write_timeout, deadline: None }, addr);
+                        return (
+                            WriteDeadline {
+                                tcp,
+                                timeout: self.write_timeout,
+                                deadline: None,
+                            },
+                            addr,
+                        );
                     }
                     // Out of file descriptors or a connection reset before
                     // accept: wait a little and go on (as axum's own listener does).
@@ -69,15 +79,24 @@ pub struct WriteDeadline {
 }
 
 impl WriteDeadline {
-    fn check<T>(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
         match result {
             Poll::Pending => {
                 let timeout = self.timeout;
-                let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                let deadline = self
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 if deadline.as_mut().poll(cx).is_ready() {
                     metrics::counter!("earntrack_slow_subscriber_drops_total").increment(1);
                     tracing::info!("closing a connection that stopped reading");
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")));
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client stopped reading",
+                    )));
                 }
                 Poll::Pending
             }
@@ -90,18 +109,30 @@ impl WriteDeadline {
 }
 
 impl AsyncRead for WriteDeadline {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.tcp).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for WriteDeadline {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.tcp).poll_write(cx, buf);
         self.check(cx, result)
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
         self.check(cx, result)
     }

@@ -18,14 +18,20 @@ pub struct RateLimit {
 impl RateLimit {
     /// `0` turns the limit off.
     pub fn per_minute(budget: u32) -> Self {
-        RateLimit { limiter: NonZeroU32::new(budget).map(|n| RateLimiter::keyed(Quota::per_minute(n))) }
+        RateLimit {
+            limiter: NonZeroU32::new(budget).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+        }
     }
 
     pub fn check(&self, user: Uuid) -> Result<(), ApiError> {
-        let Some(limiter) = &self.limiter else { return Ok(()) };
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
         limiter.check_key(&user).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::RateLimited { retry_after_secs: wait.as_secs() + 1 }
+            ApiError::RateLimited {
+                retry_after_secs: wait.as_secs() + 1,
+            }
         })
     }
 
