@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Keys;
 use crate::config::Config;
-use crate::db::{event_log, idempotency, random_hex, Db};
+use crate::db::{event_log, idempotency, random_hex, rooms, Db};
 use crate::domain::time::now_ms;
 use crate::http::{self, AppState, Shared};
 use crate::push::broker::MemoryBroker;
@@ -40,6 +40,11 @@ impl App {
             None => db.meta_once("jwt_secret", &random_hex(32)).await?,
         };
         let hub = Hub::new(config.channel_capacity, config.max_streams_per_user);
+        let mut conn = db.read.acquire().await?;
+        for (room, user) in rooms::all_members(&mut conn).await? {
+            hub.membership(room, user, Some(0));
+        }
+        drop(conn);
         let publisher = Publisher::new(Arc::new(MemoryBroker::new(hub.clone())));
         let feeds = FeedContext {
             db: db.clone(),

@@ -13,6 +13,7 @@
 //! 11 can be seen before 10.
 
 use sqlx::AnyConnection;
+use uuid::Uuid;
 
 use crate::domain::event::DomainEvent;
 use crate::domain::time::{now_ms, rfc3339};
@@ -63,33 +64,58 @@ pub async fn bounds(conn: &mut AnyConnection, key: &StreamKey) -> Result<Bounds,
 }
 
 /// The current position of a user: the newest sequence of each stream they
-/// follow. Room positions are added by the room membership code.
+/// follow (their own, the broadcast stream, the rooms they are in).
 pub async fn current_position(
     conn: &mut AnyConnection,
-    user: uuid::Uuid,
+    user: Uuid,
 ) -> Result<Position, sqlx::Error> {
-    Ok(Position {
+    let mut pos = Position {
         user: bounds(conn, &StreamKey::User(user)).await?.seq,
         broadcast: bounds(conn, &StreamKey::Broadcast).await?.seq,
         rooms: Default::default(),
-    })
+    };
+    for (room, _) in super::rooms::memberships(conn, user).await? {
+        pos.rooms
+            .insert(room, bounds(conn, &StreamKey::Room(room)).await?.seq);
+    }
+    Ok(pos)
 }
 
-/// Up to `limit` events of `key` after `after`, oldest first.
+/// Up to `limit` events of `key` after `after` that `user` may see, oldest
+/// first. Room events are limited to the user's membership intervals.
 pub async fn since(
     conn: &mut AnyConnection,
     key: &StreamKey,
+    user: Uuid,
     after: i64,
     limit: i64,
 ) -> Result<Vec<Frame>, sqlx::Error> {
-    let rows: Vec<(i64, String, String)> = sqlx::query_as(
-        "SELECT seq, event, envelope FROM event_log WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-    )
-    .bind(key.to_string())
-    .bind(after)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
+    let stream = key.to_string();
+    let rows: Vec<(i64, String, String)> = match key {
+        StreamKey::Room(room) => {
+            sqlx::query_as(
+                "SELECT e.seq, e.event, e.envelope FROM event_log e WHERE e.stream = $1 AND e.seq > $2 \
+                 AND EXISTS (SELECT 1 FROM room_members m WHERE m.room_id = $4 AND m.user_id = $5 \
+                    AND e.seq > m.joined_seq AND (m.left_seq IS NULL OR e.seq <= m.left_seq)) \
+                 ORDER BY e.seq LIMIT $3",
+            )
+            .bind(stream)
+            .bind(after)
+            .bind(limit)
+            .bind(*room)
+            .bind(user.to_string())
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        _ => {
+            sqlx::query_as("SELECT seq, event, envelope FROM event_log WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+                .bind(stream)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+    };
     Ok(rows
         .into_iter()
         .map(|(seq, event, envelope)| Frame::new(key.clone(), seq, event, envelope))

@@ -2,23 +2,29 @@
 //! (emitToUser, broadcastEvent, getConnectedUsers, disconnectUser, the
 //! notification helpers) as REST, for the `admin` role only.
 
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::response::Response;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::extract::{IdPath, JsonObject};
-use super::AppState;
+use super::{no_content, AppState};
 use crate::auth::AdminUser;
-use crate::db::{notifications, users, WriteTx};
+use crate::db::{notifications, rooms, users, WriteTx};
 use crate::domain::event::{valid_event_name, DomainEvent};
 use crate::domain::input::Fields;
 use crate::domain::notification::NewNotification;
 use crate::domain::time::now_ms;
 use crate::error::{ApiError, ApiResult};
+use crate::push::broker::Control;
 use crate::push::frame::StreamKey;
+
+const TARGETS: &str =
+    "must be one of {\"user\":id}, {\"users\":[ids]}, {\"room\":name}, {\"all\":true}";
 
 /// Most recipients one request may name.
 const MAX_USERS: usize = 1000;
@@ -29,6 +35,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/events", post(emit))
         .route("/api/admin/connections", get(connections))
         .route(
+            "/api/admin/rooms/{room}/members/{user}",
+            put(join_room).delete(leave_room),
+        )
+        .route(
             "/api/admin/users/{id}/connections",
             get(user_connections).delete(disconnect),
         )
@@ -38,6 +48,7 @@ pub fn router() -> Router<AppState> {
 /// stream, one log row whatever the number of users).
 enum Recipients {
     Users(Vec<Uuid>),
+    Room(String),
     Everyone,
 }
 
@@ -111,6 +122,7 @@ async fn notify(
             notifications::insert(tx.conn(), None, &notification).await?;
             tx.append(StreamKey::Broadcast, &event).await?;
         }
+        Recipients::Room(_) => unreachable!("notifications target users or everyone"),
         Recipients::Users(ids) => {
             check_users(&mut tx, ids, "userIds").await?;
             for id in ids {
@@ -163,6 +175,10 @@ async fn emit(
                 tx.append(StreamKey::User(id), &event).await?;
             }
         }
+        Recipients::Room(name) => {
+            let room = rooms::ensure(tx.conn(), &name).await?;
+            tx.append(StreamKey::Room(room), &event).await?;
+        }
     }
     app.publisher.commit(tx).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true }))))
@@ -170,7 +186,7 @@ async fn emit(
 
 fn parse_target(t: &Map<String, Value>) -> Result<Recipients, &'static str> {
     if t.len() != 1 {
-        return Err("must be one of {\"user\":id}, {\"users\":[ids]}, {\"all\":true}");
+        return Err(TARGETS);
     }
     if let Some(id) = t.get("user") {
         let id = id
@@ -182,10 +198,17 @@ fn parse_target(t: &Map<String, Value>) -> Result<Recipients, &'static str> {
     if let Some(ids) = t.get("users") {
         return user_ids(ids).map(Recipients::Users);
     }
+    if let Some(room) = t.get("room") {
+        return room
+            .as_str()
+            .filter(|r| valid_room_name(r))
+            .map(|r| Recipients::Room(r.to_owned()))
+            .ok_or("room must be a room name [A-Za-z0-9:_.-]{1,64}");
+    }
     if t.get("all") == Some(&Value::Bool(true)) {
         return Ok(Recipients::Everyone);
     }
-    Err("must be one of {\"user\":id}, {\"users\":[ids]}, {\"all\":true}")
+    Err(TARGETS)
 }
 
 async fn connections(State(app): State<AppState>, AdminUser(_admin): AdminUser) -> Json<Value> {
@@ -215,4 +238,70 @@ async fn disconnect(
     let closed = app.hub.close_user(id);
     tracing::info!(admin_id = %admin.id, user_id = %id, closed, "force-disconnect");
     Json(json!({ "closed": closed }))
+}
+
+fn valid_room_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_:.-".contains(&b))
+}
+
+/// `PUT /api/admin/rooms/{room}/members/{user}`: the user receives the
+/// room's events from now on, live and on resume.
+async fn join_room(
+    State(app): State<AppState>,
+    AdminUser(_admin): AdminUser,
+    Path((room, user)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (name, user) = room_member(&room, &user)?;
+    let mut tx = app.db.begin_write().await?;
+    if !users::exists(tx.conn(), user).await? {
+        return Err(ApiError::NotFound);
+    }
+    let room = rooms::ensure(tx.conn(), &name).await?;
+    let joined = rooms::join(tx.conn(), room, user).await?;
+    app.publisher.commit(tx).await?;
+    if let Some(seq) = joined {
+        app.publisher.control(Control::Membership {
+            room,
+            user,
+            joined: Some(seq),
+        });
+    }
+    Ok(no_content())
+}
+
+/// `DELETE /api/admin/rooms/{room}/members/{user}`: no room events after this.
+async fn leave_room(
+    State(app): State<AppState>,
+    AdminUser(_admin): AdminUser,
+    Path((room, user)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (name, user) = room_member(&room, &user)?;
+    let mut tx = app.db.begin_write().await?;
+    let Some(room) = rooms::find(tx.conn(), &name).await? else {
+        return Ok(no_content());
+    };
+    let left = rooms::leave(tx.conn(), room, user).await?;
+    app.publisher.commit(tx).await?;
+    if left {
+        app.publisher.control(Control::Membership {
+            room,
+            user,
+            joined: None,
+        });
+    }
+    Ok(no_content())
+}
+
+fn room_member(room: &str, user: &str) -> ApiResult<(String, Uuid)> {
+    if !valid_room_name(room) {
+        return Err(ApiError::field(
+            "room",
+            "must be a room name [A-Za-z0-9:_.-]{1,64}",
+        ));
+    }
+    let user = Uuid::parse_str(user).map_err(|_| ApiError::NotFound)?;
+    Ok((room.to_owned(), user))
 }

@@ -5,12 +5,40 @@
 
 use std::sync::Arc;
 
+use uuid::Uuid;
+
 use super::frame::Frame;
 use super::hub::Hub;
+
+/// Messages about connections rather than events, for every server's hub.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// End all streams of a user (admin force-disconnect).
+    Disconnect { user: Uuid },
+    /// A committed room membership change; `joined` is the room sequence
+    /// joined at, `None` for leaving.
+    Membership {
+        room: i64,
+        user: Uuid,
+        joined: Option<i64>,
+    },
+}
 
 pub trait Broker: Send + Sync + 'static {
     /// Deliver frames of committed events, in the order given. Never blocks.
     fn publish(&self, frames: &[Arc<Frame>]);
+    /// Deliver a control message to every server. Never blocks.
+    fn control(&self, message: Control);
+}
+
+/// Apply a control message to a hub (every broker ends here).
+pub fn apply(hub: &Hub, message: &Control) {
+    match message {
+        Control::Disconnect { user } => {
+            hub.close_user(*user);
+        }
+        Control::Membership { room, user, joined } => hub.membership(*room, *user, *joined),
+    }
 }
 
 pub struct MemoryBroker {
@@ -28,5 +56,9 @@ impl Broker for MemoryBroker {
         for frame in frames {
             self.hub.dispatch(frame.clone());
         }
+    }
+
+    fn control(&self, message: Control) {
+        apply(&self.hub, &message);
     }
 }

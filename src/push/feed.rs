@@ -26,7 +26,7 @@ use uuid::Uuid;
 use super::cursor::{CursorCodec, Position};
 use super::frame::Frame;
 use super::hub::{Signal, Subscription};
-use crate::db::{event_log, Db};
+use crate::db::{event_log, rooms, Db};
 use crate::domain::event::Topic;
 
 /// Shared by all feeds of a server.
@@ -140,7 +140,14 @@ impl Feed {
         let current = current_position(&mut conn, user).await?;
         let (pos, opening) = match resume.map(|c| ctx.codec.decode(user, c)) {
             None => (current, Opening::Fresh),
-            Some(Some(wanted)) if resumable(&mut conn, user, &wanted, ctx.replay_max).await? => {
+            Some(Some(mut wanted))
+                if resumable(&mut conn, user, &wanted, ctx.replay_max).await? =>
+            {
+                // Rooms joined after the cursor was issued are followed from
+                // the moment of joining.
+                for (room, joined) in rooms::memberships(&mut conn, user).await? {
+                    wanted.rooms.entry(room).or_insert(joined);
+                }
                 (wanted, Opening::Resumed)
             }
             Some(_) => (current, Opening::Reset),
@@ -205,6 +212,11 @@ impl Feed {
                     Some(_) => self.catch_up = true,
                 },
                 Ok(Signal::Ping) => return Item::Ping,
+                Ok(Signal::Joined { room, seq }) => {
+                    self.pos.rooms.entry(room).or_insert(seq);
+                    self.catch_up = true;
+                }
+                Ok(Signal::Left { .. }) => self.catch_up = true,
                 Ok(Signal::Close) => return Item::End(EndReason::Closed),
                 Err(RecvError::Lagged(_)) => {
                     self.lags += 1;
@@ -243,7 +255,7 @@ impl Feed {
         let mut conn = self.ctx.db.read.acquire().await?;
         let mut more = false;
         for (key, after) in self.pos.entries(self.user) {
-            let frames = event_log::since(&mut conn, &key, after, PAGE).await?;
+            let frames = event_log::since(&mut conn, &key, self.user, after, PAGE).await?;
             more |= frames.len() as i64 == PAGE;
             self.replayed += frames.len() as u64;
             metrics::counter!("earntrack_events_replayed_total").increment(frames.len() as u64);

@@ -32,6 +32,15 @@ pub enum Signal {
     /// End the user's streams and answer their long-polls now
     /// (force-disconnect, shutdown).
     Close,
+    /// The user joined a room at this room sequence: follow it from there.
+    Joined {
+        room: i64,
+        seq: i64,
+    },
+    /// The user left a room: read what is left of their interval from the log.
+    Left {
+        room: i64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,18 +242,28 @@ impl Hub {
         self.inner.shards.iter().map(|s| lock(s).len()).sum()
     }
 
-    /// Replace the membership of a room (room admin API).
-    pub fn set_room_member(&self, room: i64, user: Uuid, member: bool) {
-        let mut rooms = self.inner.rooms.write().unwrap_or_else(|p| p.into_inner());
-        let members = rooms.entry(room).or_default();
-        if member {
-            members.insert(user);
-        } else {
-            members.remove(&user);
-            if members.is_empty() {
-                rooms.remove(&room);
+    /// Record a membership change and tell the user's feeds on this server.
+    /// The routing table is updated first: any room event dispatched after
+    /// the signal reaches the user, and any before it is in the log, which
+    /// the feed reads when the signal arrives.
+    pub fn membership(&self, room: i64, user: Uuid, joined: Option<i64>) {
+        {
+            let mut rooms = self.inner.rooms.write().unwrap_or_else(|p| p.into_inner());
+            let members = rooms.entry(room).or_default();
+            if joined.is_some() {
+                members.insert(user);
+            } else {
+                members.remove(&user);
+                if members.is_empty() {
+                    rooms.remove(&room);
+                }
             }
         }
+        let signal = match joined {
+            Some(seq) => Signal::Joined { room, seq },
+            None => Signal::Left { room },
+        };
+        self.send_to(user, signal);
     }
 }
 

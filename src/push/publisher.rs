@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::broker::Broker;
+use super::broker::{Broker, Control};
 use crate::db::WriteTx;
 
 #[derive(Clone)]
@@ -27,5 +27,10 @@ impl Publisher {
             self.broker.publish(&frames);
         }
         Ok(())
+    }
+
+    /// Send a control message to every server (after its change committed).
+    pub fn control(&self, message: Control) {
+        self.broker.control(message);
     }
 }

@@ -1,0 +1,113 @@
+//! Rooms and membership history.
+
+use sqlx::AnyConnection;
+use uuid::Uuid;
+
+use crate::push::frame::StreamKey;
+
+/// The id of room `name`, created on first use.
+pub async fn ensure(conn: &mut AnyConnection, name: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query("INSERT INTO rooms (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_scalar("SELECT id FROM rooms WHERE name = $1")
+        .bind(name)
+        .fetch_one(conn)
+        .await
+}
+
+/// Lock the room's log stream (as `event_log::append` does, without taking
+/// a number) and return its last sequence: a membership change is ordered
+/// exactly between two of the room's events.
+async fn lock_stream(conn: &mut AnyConnection, room: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO streams (key, seq, low) VALUES ($1, 0, 0) \
+         ON CONFLICT (key) DO UPDATE SET seq = streams.seq RETURNING seq",
+    )
+    .bind(StreamKey::Room(room).to_string())
+    .fetch_one(conn)
+    .await
+}
+
+/// Add `user` to `room`; the room sequence they join at, or `None` when
+/// they already are a member.
+pub async fn join(
+    conn: &mut AnyConnection,
+    room: i64,
+    user: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
+    let seq = lock_stream(conn, room).await?;
+    let member: Option<i64> =
+        sqlx::query_scalar("SELECT joined_seq FROM room_members WHERE room_id = $1 AND user_id = $2 AND left_seq IS NULL")
+            .bind(room)
+            .bind(user.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    if member.is_some() {
+        return Ok(None);
+    }
+    // Leaving and re-joining between the same two events reopens the
+    // interval instead of adding an empty one.
+    let reopened = sqlx::query(
+        "UPDATE room_members SET left_seq = NULL WHERE room_id = $1 AND user_id = $2 AND left_seq = $3",
+    )
+    .bind(room)
+    .bind(user.to_string())
+    .bind(seq)
+    .execute(&mut *conn)
+    .await?;
+    if reopened.rows_affected() == 0 {
+        sqlx::query("INSERT INTO room_members (room_id, user_id, joined_seq, left_seq) VALUES ($1, $2, $3, NULL)")
+            .bind(room)
+            .bind(user.to_string())
+            .bind(seq)
+            .execute(conn)
+            .await?;
+    }
+    Ok(Some(seq))
+}
+
+/// Remove `user` from `room`; `false` when they were not a member.
+pub async fn leave(conn: &mut AnyConnection, room: i64, user: Uuid) -> Result<bool, sqlx::Error> {
+    let seq = lock_stream(conn, room).await?;
+    let done = sqlx::query("UPDATE room_members SET left_seq = $1 WHERE room_id = $2 AND user_id = $3 AND left_seq IS NULL")
+        .bind(seq)
+        .bind(room)
+        .bind(user.to_string())
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn find(conn: &mut AnyConnection, name: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM rooms WHERE name = $1")
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The rooms `user` is in now, with the sequence they joined at.
+pub async fn memberships(
+    conn: &mut AnyConnection,
+    user: Uuid,
+) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT room_id, joined_seq FROM room_members WHERE user_id = $1 AND left_seq IS NULL",
+    )
+    .bind(user.to_string())
+    .fetch_all(conn)
+    .await
+}
+
+/// Every current membership (room, user), to route room events live.
+pub async fn all_members(conn: &mut AnyConnection) -> Result<Vec<(i64, Uuid)>, sqlx::Error> {
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT room_id, user_id FROM room_members WHERE left_seq IS NULL")
+            .fetch_all(conn)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(r, u)| Uuid::parse_str(&u).ok().map(|u| (r, u)))
+        .collect())
+}
