@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -15,10 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Keys;
 use crate::config::Config;
-use crate::db::{event_log, idempotency, random_hex, rooms, Db};
+use crate::db::{event_log, idempotency, random_hex, rooms, Backend, Db};
 use crate::domain::time::now_ms;
 use crate::http::{self, AppState, Shared};
-use crate::push::broker::MemoryBroker;
+use crate::push::broker::postgres::{self, PostgresBroker};
+use crate::push::broker::{Broker, MemoryBroker};
 use crate::push::cursor::CursorCodec;
 use crate::push::{FeedContext, Hub, Publisher};
 
@@ -45,7 +47,12 @@ impl App {
             hub.membership(room, user, Some(0));
         }
         drop(conn);
-        let publisher = Publisher::new(Arc::new(MemoryBroker::new(hub.clone())));
+        // One delivery path either way: publisher -> broker -> hub(s).
+        let broker: Arc<dyn Broker> = match db.backend {
+            Backend::Sqlite => Arc::new(MemoryBroker::new(hub.clone())),
+            Backend::Postgres => Arc::new(PostgresBroker::new(hub.clone(), db.clone())),
+        };
+        let publisher = Publisher::new(broker);
         let feeds = FeedContext {
             db: db.clone(),
             codec: CursorCodec::new(db.log_id.to_string()),
@@ -56,6 +63,7 @@ impl App {
             .await
             .with_context(|| format!("binding {}", config.addr))?;
         let config_rate = config.rate_limit_per_min;
+        let db_backend = db.backend;
         let state = AppState(Arc::new(Shared {
             keys: Keys::new(secret.as_bytes(), config.token_ttl_secs),
             config,
@@ -66,6 +74,9 @@ impl App {
             shutdown: CancellationToken::new(),
             metrics: prometheus(),
             rate_limit: crate::ratelimit::RateLimit::per_minute(config_rate),
+            // A single server needs no listener; a cluster member is ready
+            // only while it hears the others.
+            cluster_up: Arc::new(AtomicBool::new(db_backend == Backend::Sqlite)),
         }));
         Ok(App { listener, state })
     }
@@ -127,6 +138,15 @@ impl App {
 /// The heartbeat ticker and the retention pruner; stopped by the token.
 fn spawn_background(state: &AppState) -> CancellationToken {
     let stop = CancellationToken::new();
+    if state.db.backend == Backend::Postgres {
+        tokio::spawn(postgres::listen(
+            state.config.database_url.clone(),
+            state.db.clone(),
+            state.hub.clone(),
+            state.cluster_up.clone(),
+            stop.clone(),
+        ));
+    }
     let (hub, every, token) = (state.hub.clone(), state.config.heartbeat(), stop.clone());
     tokio::spawn(async move {
         // One ticker for the whole server instead of a timer per stream.

@@ -42,6 +42,9 @@ pub struct Db {
     pub backend: Backend,
     /// Random id of this database's event log, minted once: cursors carry it.
     pub log_id: Arc<str>,
+    /// This server's id: NOTIFY payloads carry it so a server can skip its
+    /// own events (it delivered them locally already).
+    pub server_id: Arc<str>,
 }
 
 impl Db {
@@ -83,6 +86,7 @@ impl Db {
             write,
             backend,
             log_id: Arc::from(""),
+            server_id: Arc::from(uuid::Uuid::new_v4().simple().to_string()),
         };
         db.migrate().await?;
         db.log_id = Arc::from(db.meta_once("log_id", &random_hex(6)).await?);
@@ -117,10 +121,17 @@ impl Db {
     }
 
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let notify = (self.backend == Backend::Postgres).then(|| self.server_id.clone());
         Ok(WriteTx {
             tx: self.write.begin().await?,
             frames: Vec::new(),
+            notify,
         })
+    }
+
+    /// The write pool (for statements outside a transaction).
+    pub fn writer(&self) -> &AnyPool {
+        &self.write
     }
 
     /// A read transaction that sees one snapshot across its statements, so
@@ -153,6 +164,10 @@ impl Db {
 pub struct WriteTx {
     tx: Transaction<'static, sqlx::Any>,
     frames: Vec<Arc<Frame>>,
+    /// On PostgreSQL: this server's id, and each event is also NOTIFYed in
+    /// the transaction, so other servers hear of it exactly when it commits
+    /// (and never when it rolls back).
+    notify: Option<Arc<str>>,
 }
 
 impl WriteTx {
@@ -163,6 +178,9 @@ impl WriteTx {
     /// Append `event` to stream `key` inside this transaction.
     pub async fn append(&mut self, key: StreamKey, event: &DomainEvent) -> Result<(), sqlx::Error> {
         let frame = event_log::append(&mut self.tx, key, event).await?;
+        if let Some(origin) = &self.notify {
+            crate::push::broker::postgres::notify_frame(&mut self.tx, origin, &frame).await?;
+        }
         self.frames.push(Arc::new(frame));
         Ok(())
     }

@@ -23,9 +23,10 @@ impl Fixed2 {
         self.0
     }
 
-    /// Parse a JSON number. JSON numbers reach us as `f64`, so "at most two
-    /// decimals" is checked on the scaled value with a tolerance far below one
-    /// hundredth and far above `f64` noise (0.07 * 100 = 7.000000000000001).
+    /// Parse a JSON number. JSON numbers reach us as the nearest `f64`;
+    /// its shortest round-trip text is the number as written (for up to 15
+    /// significant digits), so counting its decimals is exact where scaling
+    /// by 100 and comparing would blur at large magnitudes.
     pub fn parse(value: &serde_json::Value) -> Result<Self, &'static str> {
         let number = value.as_f64().ok_or("must be a number")?;
         if !number.is_finite() {
@@ -34,15 +35,17 @@ impl Fixed2 {
         if number < 0.0 {
             return Err("must be zero or more");
         }
-        let scaled = number * 100.0;
-        let rounded = scaled.round();
-        if (scaled - rounded).abs() > 1e-6 * rounded.max(1.0) {
-            return Err("must have at most 2 decimals");
-        }
-        if rounded > MAX_HUNDREDTHS as f64 {
+        if number * 100.0 > MAX_HUNDREDTHS as f64 {
             return Err("is too large");
         }
-        Ok(Fixed2(rounded as i64))
+        let text = number.to_string();
+        if text
+            .split_once('.')
+            .is_some_and(|(_, decimals)| decimals.len() > 2)
+        {
+            return Err("must have at most 2 decimals");
+        }
+        Ok(Fixed2((number * 100.0).round() as i64))
     }
 
     /// `self / divisor`, rounded to hundredths half away from zero
@@ -100,6 +103,9 @@ mod tests {
         assert!(Fixed2::parse(&json!(-1)).is_err());
         assert!(Fixed2::parse(&json!("1")).is_err());
         assert!(Fixed2::parse(&json!(1e300)).is_err());
+        assert!(Fixed2::parse(&json!(12345.678)).is_err());
+        assert_eq!(Fixed2::parse(&json!(999999.99)), Ok(Fixed2(99_999_999)));
+        assert_eq!(Fixed2::parse(&json!(1e-7)).is_err(), true);
     }
 
     #[test]

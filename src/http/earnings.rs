@@ -76,11 +76,24 @@ async fn list(
     // twice.
     let mut tx = app.db.begin_snapshot().await?;
     let position = crate::push::feed::current_position(&mut tx, me.id).await?;
-    let items = earnings::list(&mut tx, me.id, &query).await?;
+    // One row more than the page tells whether another page exists.
+    let page = query.limit;
+    let mut items = earnings::list(
+        &mut tx,
+        me.id,
+        &earnings::ListQuery {
+            limit: page + 1,
+            ..query
+        },
+    )
+    .await?;
     tx.commit().await?;
-    let next = (items.len() as i64 == query.limit)
-        .then(|| items.last().map(page_cursor))
-        .flatten();
+    let next = if items.len() as i64 > page {
+        items.truncate(page as usize);
+        items.last().map(page_cursor)
+    } else {
+        None
+    };
     let body = json!({ "items": items.iter().map(Earning::to_json).collect::<Vec<_>>(), "nextCursor": next });
     Ok(with_event_cursor(
         Json(body).into_response(),

@@ -49,6 +49,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     pub metrics: PrometheusHandle,
     pub rate_limit: crate::ratelimit::RateLimit,
+    /// False while a cluster member's LISTEN connection is down.
+    pub cluster_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Deref for AppState {

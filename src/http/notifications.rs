@@ -66,14 +66,16 @@ async fn list(
     };
     let mut tx = app.db.begin_snapshot().await?;
     let position = crate::push::feed::current_position(&mut tx, me.id).await?;
-    let rows = notifications::list(&mut tx, me.id, unread, before, limit).await?;
+    // One row more than the page tells whether another page exists.
+    let mut rows = notifications::list(&mut tx, me.id, unread, before, limit + 1).await?;
     tx.commit().await?;
-    let next = (rows.len() as i64 == limit)
-        .then(|| {
-            rows.last()
-                .map(|r| format!("{}_{}", r.notification.timestamp, r.notification.id))
-        })
-        .flatten();
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|r| format!("{}_{}", r.notification.timestamp, r.notification.id))
+    } else {
+        None
+    };
     let items: Vec<_> = rows
         .iter()
         .map(|r| {

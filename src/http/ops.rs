@@ -29,6 +29,12 @@ async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
             Json(json!({ "status": "shutting_down" })),
         );
     }
+    if !app.cluster_up.load(std::sync::atomic::Ordering::Acquire) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "cluster_listener_down" })),
+        );
+    }
     if !app.db.ping().await {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

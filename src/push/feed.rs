@@ -216,7 +216,7 @@ impl Feed {
                     self.pos.rooms.entry(room).or_insert(seq);
                     self.catch_up = true;
                 }
-                Ok(Signal::Left { .. }) => self.catch_up = true,
+                Ok(Signal::Left { .. }) | Ok(Signal::Resync) => self.catch_up = true,
                 Ok(Signal::Close) => return Item::End(EndReason::Closed),
                 Err(RecvError::Lagged(_)) => {
                     self.lags += 1;

@@ -41,6 +41,9 @@ pub enum Signal {
     Left {
         room: i64,
     },
+    /// Events may have been missed (the cluster listener reconnected): read
+    /// the log after the current position before going on.
+    Resync,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,6 +193,11 @@ impl Hub {
                 let _ = entry.tx.send(signal.clone());
             }
         }
+    }
+
+    /// Every feed catches up from the log (after a gap in cluster delivery).
+    pub fn resync_all(&self) {
+        self.send_all(Signal::Resync);
     }
 
     /// Every stream writes a heartbeat comment.

@@ -67,7 +67,8 @@ export function initEarningsView({ store, toast }) {
         const created = await api.platforms.create(name, color);
         store.upsertPlatform(created);
         clearErrors(platformForm);
-        platformForm.elements.name.value = '';
+        // Typed on while the request ran? Then keep what was typed.
+        if (platformForm.elements.name.value.trim() === name) platformForm.elements.name.value = '';
         if (!select.value) select.value = created.id;
       } catch (err) {
         showErrors(platformForm, err);

@@ -32,18 +32,23 @@ const EVENT_NAMES = [
   'message',
 ];
 
-// A buffering proxy lets the connection open but never passes `connected`.
+// A buffering proxy holds the response back: neither `connected` nor an
+// error arrives. (An unreachable server errors every few seconds instead.)
 const CONNECTED_TIMEOUT_MS = 10_000;
-// The server's `retry:` is about 3 s, so three errors within 10 s mean the
-// stream drops as soon as it is up, or the server keeps refusing it.
-const ERROR_WINDOW_MS = 10_000;
-const ERRORS_BEFORE_FALLBACK = 3;
+// The server's `retry:` is about 3 s, so three drops of an opened stream
+// within 10 s mean it cannot be held open; long-polling may get through.
+const DROP_WINDOW_MS = 10_000;
+const DROPS_BEFORE_FALLBACK = 3;
+// Failed connection attempts (server down, network gone) before the badge
+// says offline. EventSource keeps retrying by itself meanwhile, and polling
+// would fail just the same, so these never cause a fallback.
+const FAILURES_BEFORE_OFFLINE = 3;
 const STREAM_RETRY_MS = 60_000;
 const POLL_TIMEOUT_S = 25;
 
 /** Exponential back-off with jitter, so that many clients do not retry in step. */
 function backoff(failures) {
-  const base = Math.min(1000 * 2 ** Math.max(0, failures - 1), 15_000);
+  const base = Math.min(1000 * 2 ** Math.max(0, failures - 1), 10_000);
   return Math.round(base * (0.75 + Math.random() * 0.5));
 }
 
@@ -67,7 +72,7 @@ export class Stream {
   #gen = 0;
   #es = null;
   #watchdog = 0;
-  #errors = [];
+  #drops = [];
   #pollAbort = null;
   #wake = null;
   #lastStreamTry = 0;
@@ -191,7 +196,9 @@ export class Stream {
     if (this.#stopped) return;
     const gen = this.#resetTransport();
     this.#lastStreamTry = Date.now();
-    this.#errors = [];
+    this.#drops = [];
+    let opened = false;
+    let failures = 0;
     // The cursor goes in the query because EventSource cannot set headers; on
     // its own reconnects the browser sends Last-Event-ID, which the server
     // prefers over the (by then stale) query parameter.
@@ -204,6 +211,9 @@ export class Stream {
         if (gen === this.#gen) this.#handleStreamEvent(name, e);
       });
     }
+    es.onopen = () => {
+      opened = true;
+    };
     es.onerror = () => {
       if (gen !== this.#gen) return;
       // CLOSED means a non-200 answer (401, 429, 503...), after which
@@ -212,14 +222,21 @@ export class Stream {
         this.#fallBack('the stream was refused');
         return;
       }
-      this.#setState(navigator.onLine === false ? 'offline' : 'reconnecting', 'stream');
       const now = Date.now();
-      this.#errors = this.#errors.filter((t) => now - t < ERROR_WINDOW_MS);
-      this.#errors.push(now);
-      if (this.#errors.length >= ERRORS_BEFORE_FALLBACK) {
-        this.#fallBack('the stream keeps dropping');
-        return;
+      if (opened) {
+        opened = false;
+        failures = 0;
+        this.#drops = this.#drops.filter((t) => now - t < DROP_WINDOW_MS);
+        this.#drops.push(now);
+        if (this.#drops.length >= DROPS_BEFORE_FALLBACK) {
+          this.#fallBack('the stream keeps dropping');
+          return;
+        }
+      } else {
+        failures += 1;
       }
+      const offline = navigator.onLine === false || failures >= FAILURES_BEFORE_OFFLINE;
+      this.#setState(offline ? 'offline' : 'reconnecting', 'stream');
       this.#armWatchdog(gen);
     };
   }

@@ -1,1 +1,17 @@
+//! One test binary for the API: each file is an area of the contract.
+//!
+//! The whole suite runs against SQLite by default, and against PostgreSQL
+//! when `EARNTRACK_TEST_BACKEND=postgres` (with `POSTGRES_URL`): each test
+//! then gets a database of its own, created and dropped around it.
 
+mod helpers;
+mod pg;
+
+mod accounts;
+mod admin;
+mod earnings;
+mod notifications;
+mod process;
+mod resume;
+mod smoke;
+mod stream;

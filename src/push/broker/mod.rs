@@ -3,6 +3,8 @@
 //! also reaches the other servers. Either way there is one delivery path:
 //! publisher -> broker -> hub(s).
 
+pub mod postgres;
+
 use std::sync::Arc;
 
 use uuid::Uuid;

@@ -1,0 +1,261 @@
+//! The cluster broker: PostgreSQL LISTEN/NOTIFY, no other moving part.
+//!
+//! - Each event is NOTIFYed inside the transaction that appends it to the log
+//!   (`notify_frame`), so other servers hear of it at commit and never of a
+//!   rolled-back change. The publishing server delivers it locally at once
+//!   and skips its own notifications.
+//! - A payload that would pass NOTIFY's 8000-byte limit carries only the
+//!   (stream, seq) of the event; the listener reads the rest from the log.
+//! - The listener reconnects with backoff when its connection drops. While
+//!   it is down `/readyz` says 503; once it is back every local feed re-reads
+//!   the log after its own position (`Hub::resync_all`), so nothing committed
+//!   meanwhile is lost.
+//! - Control messages (force-disconnect, room membership) travel on a second
+//!   channel, sent after their change commits.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::AnyConnection;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{apply, Broker, Control};
+use crate::db::Db;
+use crate::push::frame::{Frame, StreamKey};
+use crate::push::hub::Hub;
+
+const EVENTS: &str = "earntrack_events";
+const CONTROL: &str = "earntrack_control";
+/// NOTIFY payloads must stay under 8000 bytes.
+const MAX_PAYLOAD: usize = 7900;
+
+#[derive(Serialize, Deserialize)]
+struct EventNote<'a> {
+    /// Origin server.
+    o: &'a str,
+    /// Log stream and sequence.
+    k: String,
+    s: i64,
+    /// Name and envelope, absent when too large for NOTIFY.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    e: Option<&'a str>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ControlNote {
+    o: String,
+    #[serde(flatten)]
+    message: ControlMessage,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "t")]
+enum ControlMessage {
+    #[serde(rename = "disconnect")]
+    Disconnect { user: Uuid },
+    #[serde(rename = "membership")]
+    Membership {
+        room: i64,
+        user: Uuid,
+        joined: Option<i64>,
+    },
+}
+
+/// NOTIFY other servers of `frame`, inside the appending transaction.
+pub async fn notify_frame(
+    conn: &mut AnyConnection,
+    origin: &str,
+    frame: &Frame,
+) -> Result<(), sqlx::Error> {
+    let full = EventNote {
+        o: origin,
+        k: frame.key.to_string(),
+        s: frame.seq,
+        n: Some(&frame.name),
+        e: Some(&frame.envelope),
+    };
+    let mut payload = serde_json::to_string(&full).expect("serializable");
+    if payload.len() > MAX_PAYLOAD {
+        let short = EventNote {
+            o: origin,
+            k: frame.key.to_string(),
+            s: frame.seq,
+            n: None,
+            e: None,
+        };
+        payload = serde_json::to_string(&short).expect("serializable");
+    }
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(EVENTS)
+        .bind(payload)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub struct PostgresBroker {
+    hub: Hub,
+    db: Db,
+}
+
+impl PostgresBroker {
+    pub fn new(hub: Hub, db: Db) -> Self {
+        PostgresBroker { hub, db }
+    }
+}
+
+impl Broker for PostgresBroker {
+    fn publish(&self, frames: &[Arc<Frame>]) {
+        // Other servers were notified by the transaction itself.
+        for frame in frames {
+            self.hub.dispatch(frame.clone());
+        }
+    }
+
+    fn control(&self, message: Control) {
+        apply(&self.hub, &message);
+        let note = ControlNote {
+            o: self.db.server_id.to_string(),
+            message: match message {
+                Control::Disconnect { user } => ControlMessage::Disconnect { user },
+                Control::Membership { room, user, joined } => {
+                    ControlMessage::Membership { room, user, joined }
+                }
+            },
+        };
+        let payload = serde_json::to_string(&note).expect("serializable");
+        let pool = self.db.writer().clone();
+        // Never block the request on the notification; a failure is logged
+        // (membership is in the database and reaches streams on resume).
+        tokio::spawn(async move {
+            if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CONTROL)
+                .bind(payload)
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(error = %err, "sending a control notification failed");
+            }
+        });
+    }
+}
+
+/// Run the listener until `stop`. `up` tells readiness whether it listens.
+pub async fn listen(url: String, db: Db, hub: Hub, up: Arc<AtomicBool>, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = connect(&url, &db.server_id) => c,
+        };
+        match connected {
+            Ok(mut listener) => {
+                up.store(true, Ordering::Release);
+                backoff = Duration::from_millis(100);
+                tracing::info!("cluster listener connected");
+                // Anything published while we were not listening is in the
+                // log: every feed reads it from there.
+                hub.resync_all();
+                loop {
+                    let received = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = listener.try_recv() => r,
+                    };
+                    match received {
+                        Ok(Some(note)) => handle(&db, &hub, note.channel(), note.payload()).await,
+                        Ok(None) => break,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "cluster listener failed");
+                            break;
+                        }
+                    }
+                }
+                up.store(false, Ordering::Release);
+                tracing::warn!("cluster listener lost its connection; reconnecting");
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, retry_ms = backoff.as_millis() as u64, "cluster listener cannot connect")
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn connect(url: &str, server_id: &str) -> Result<PgListener, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    // Named, so operators (and tests) can find a server's listener.
+    let options = options.application_name(&format!("earntrack-listener-{server_id}"));
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?;
+    let mut listener = PgListener::connect_with(&pool).await?;
+    // Do not reconnect behind our back: a reconnect must trigger a resync.
+    listener.eager_reconnect(false);
+    listener.listen_all([EVENTS, CONTROL]).await?;
+    Ok(listener)
+}
+
+async fn handle(db: &Db, hub: &Hub, channel: &str, payload: &str) {
+    if channel == CONTROL {
+        match serde_json::from_str::<ControlNote>(payload) {
+            Ok(note) if note.o != *db.server_id => apply(
+                hub,
+                &match note.message {
+                    ControlMessage::Disconnect { user } => Control::Disconnect { user },
+                    ControlMessage::Membership { room, user, joined } => {
+                        Control::Membership { room, user, joined }
+                    }
+                },
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "bad control notification"),
+        }
+        return;
+    }
+    let note: EventNote = match serde_json::from_str(payload) {
+        Ok(note) => note,
+        Err(err) => return tracing::warn!(error = %err, "bad event notification"),
+    };
+    if note.o == &*db.server_id {
+        return;
+    }
+    let Some(key) = StreamKey::parse(&note.k) else {
+        return;
+    };
+    let frame = match (note.n, note.e) {
+        (Some(name), Some(envelope)) => {
+            Frame::new(key, note.s, name.to_owned(), envelope.to_owned())
+        }
+        // Too large for NOTIFY: read it from the log.
+        _ => match fetch(db, &note.k, note.s).await {
+            Ok(Some((name, envelope))) => Frame::new(key, note.s, name, envelope),
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading a large event failed; feeds will resync");
+                hub.resync_all();
+                return;
+            }
+        },
+    };
+    hub.dispatch(Arc::new(frame));
+}
+
+async fn fetch(db: &Db, stream: &str, seq: i64) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT event, envelope FROM event_log WHERE stream = $1 AND seq = $2")
+        .bind(stream)
+        .bind(seq)
+        .fetch_optional(&db.read)
+        .await
+}
