@@ -22,7 +22,7 @@ use crate::http::{self, AppState, Shared};
 use crate::push::broker::postgres::{self, PostgresBroker};
 use crate::push::broker::{Broker, MemoryBroker};
 use crate::push::cursor::CursorCodec;
-use crate::push::{FeedContext, Hub, Publisher};
+use crate::push::{FeedContext, Hub, Presence, Publisher};
 
 /// How long in-flight requests get to finish after a stop signal.
 const DRAIN: Duration = Duration::from_secs(8);
@@ -41,7 +41,13 @@ impl App {
             // restart and every server of a cluster agrees.
             None => db.meta_once("jwt_secret", &random_hex(32)).await?,
         };
-        let hub = Hub::new(config.channel_capacity, config.max_streams_per_user);
+        let cluster = db.backend == Backend::Postgres;
+        let hub = Hub::new(
+            config.channel_capacity,
+            config.max_streams_per_user,
+            cluster,
+        );
+        let presence = Presence::new(hub.clone(), cluster.then(|| db.clone()));
         let mut conn = db.read.acquire().await?;
         for (room, user) in rooms::all_members(&mut conn).await? {
             hub.membership(room, user, Some(0));
@@ -69,6 +75,7 @@ impl App {
             config,
             db,
             hub,
+            presence,
             publisher,
             feeds,
             shutdown: CancellationToken::new(),
@@ -128,24 +135,31 @@ impl App {
                 server.abort();
             }
         }
+        let (tasks, handles) = tasks;
         tasks.cancel();
+        for handle in handles {
+            let _ = tokio::time::timeout(Duration::from_secs(2), handle).await;
+        }
         state.db.close().await;
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-/// The heartbeat ticker and the retention pruner; stopped by the token.
-fn spawn_background(state: &AppState) -> CancellationToken {
+/// Presence, the cluster listener, the heartbeat ticker and the retention
+/// pruner; stopped by the token. The handles are awaited on shutdown so
+/// presence is withdrawn before the pool closes.
+fn spawn_background(state: &AppState) -> (CancellationToken, Vec<tokio::task::JoinHandle<()>>) {
     let stop = CancellationToken::new();
+    let mut handles = vec![tokio::spawn(state.presence.clone().run(stop.clone()))];
     if state.db.backend == Backend::Postgres {
-        tokio::spawn(postgres::listen(
+        handles.push(tokio::spawn(postgres::listen(
             state.config.database_url.clone(),
             state.db.clone(),
             state.hub.clone(),
             state.cluster_up.clone(),
             stop.clone(),
-        ));
+        )));
     }
     let (hub, every, token) = (state.hub.clone(), state.config.heartbeat(), stop.clone());
     tokio::spawn(async move {
@@ -173,7 +187,7 @@ fn spawn_background(state: &AppState) -> CancellationToken {
             }
         }
     });
-    stop
+    (stop, handles)
 }
 
 async fn prune(db: &Db, config: &Config) -> anyhow::Result<()> {

@@ -1,11 +1,37 @@
 #!/usr/bin/env bash
-# The whole test suite, runnable on a fresh machine: it installs (once, and
-# idempotently) what the browser tests need, then runs every suite.
-#   - cargo tests: unit tests and tests/api (real server on a real socket)
-#   - browser end-to-end tests (tests/e2e, headless Chromium), when present
-# Set POSTGRES_URL to also run the PostgreSQL and cluster suites.
+# The whole test suite, runnable on a fresh machine (as root, as this
+# project's machines are): it installs, once and idempotently, what the
+# browser tests need, then runs every suite.
+#   1. cargo tests on SQLite: unit tests and tests/api (the real server on a
+#      real socket, a real SSE client)
+#   2. with POSTGRES_URL set: the same tests/api suite on PostgreSQL (a fresh
+#      database per test), and the cluster tests (several real server
+#      processes on one database)
+#   3. the web client in headless Chromium (tests/e2e)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+threads="${TEST_THREADS:-4}"
+
+echo "== building"
 cargo build --bins
-cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"
+
+echo "== cargo tests (SQLite)"
+cargo test --all-targets -- --test-threads="$threads"
+
+if [[ -n "${POSTGRES_URL:-}" ]]; then
+    echo "== tests/api on PostgreSQL"
+    EARNTRACK_TEST_BACKEND=postgres cargo test --test api -- --test-threads="$threads"
+else
+    echo "== POSTGRES_URL unset: skipping the PostgreSQL and cluster suites"
+fi
+
+echo "== web client end-to-end (headless Chromium)"
+if ! command -v chromium >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+if [[ ! -d tests/e2e/node_modules/playwright-core ]]; then
+    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+fi
+node --test tests/e2e/

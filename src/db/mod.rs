@@ -12,6 +12,7 @@ pub mod event_log;
 pub mod idempotency;
 pub mod notifications;
 pub mod platforms;
+pub mod presence;
 pub mod rooms;
 pub mod users;
 

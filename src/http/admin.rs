@@ -211,33 +211,40 @@ fn parse_target(t: &Map<String, Value>) -> Result<Recipients, &'static str> {
     Err(TARGETS)
 }
 
-async fn connections(State(app): State<AppState>, AdminUser(_admin): AdminUser) -> Json<Value> {
-    let mut users = app.hub.connections();
-    users.sort();
+async fn connections(
+    State(app): State<AppState>,
+    AdminUser(_admin): AdminUser,
+) -> ApiResult<Json<Value>> {
+    let users = app.presence.connections().await?;
     let total: usize = users.iter().map(|(_, n)| n).sum();
     let users: Vec<_> = users
         .into_iter()
         .map(|(id, n)| json!({ "userId": id, "connections": n }))
         .collect();
-    Json(json!({ "total": total, "users": users }))
+    Ok(Json(json!({ "total": total, "users": users })))
 }
 
 async fn user_connections(
     State(app): State<AppState>,
     AdminUser(_admin): AdminUser,
     IdPath(id): IdPath,
-) -> Json<Value> {
-    Json(json!({ "userId": id, "connections": app.hub.user_streams(id) }))
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        json!({ "userId": id, "connections": app.presence.user_streams(id).await? }),
+    ))
 }
 
+/// Ends the user's streams on every server; they end within a second (a
+/// control message to the others) and clients resume with `Last-Event-ID`.
 async fn disconnect(
     State(app): State<AppState>,
     AdminUser(admin): AdminUser,
     IdPath(id): IdPath,
-) -> Json<Value> {
-    let closed = app.hub.close_user(id);
+) -> ApiResult<Json<Value>> {
+    let closed = app.presence.user_streams(id).await?;
+    app.publisher.control(Control::Disconnect { user: id });
     tracing::info!(admin_id = %admin.id, user_id = %id, closed, "force-disconnect");
-    Json(json!({ "closed": closed }))
+    Ok(Json(json!({ "closed": closed })))
 }
 
 fn valid_room_name(name: &str) -> bool {

@@ -84,9 +84,11 @@ async fn stream(
 ) -> ApiResult<Response> {
     let filter = params.filter()?;
     let resume = params.resume(&headers);
+    // The per-user limit counts this user's streams on every server.
+    let elsewhere = app.presence.elsewhere(me.id).await?;
     let sub = app
         .hub
-        .subscribe(me.id, SubscriberKind::Stream)
+        .subscribe(me.id, SubscriberKind::Stream, elsewhere)
         .map_err(subscribe_error)?;
     let (feed, opening) = Feed::open(&app.feeds, sub, me.id, resume.as_deref(), filter).await?;
     let body = Body::from_stream(sse(app, me, feed, opening));

@@ -32,7 +32,7 @@ use crate::auth::Keys;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::ApiError;
-use crate::push::{FeedContext, Hub, Publisher};
+use crate::push::{FeedContext, Hub, Presence, Publisher};
 
 /// What every handler can reach; a cheap `Arc` clone per request.
 #[derive(Clone)]
@@ -43,6 +43,7 @@ pub struct Shared {
     pub db: Db,
     pub keys: Keys,
     pub hub: Hub,
+    pub presence: Presence,
     pub publisher: Publisher,
     pub feeds: FeedContext,
     /// Cancelled when shutdown starts: readiness turns 503.

@@ -51,9 +51,10 @@ async fn poll(
             .ok_or_else(|| ApiError::BadRequest("bad query: unknown topic".into()))?,
     };
     let after = p.after.filter(|a| !a.trim().is_empty());
+    let elsewhere = 0; // long-polls are not counted as streams
     let sub = app
         .hub
-        .subscribe(me.id, SubscriberKind::Poll)
+        .subscribe(me.id, SubscriberKind::Poll, elsewhere)
         .map_err(subscribe_error)?;
     let (mut feed, opening) = Feed::open(&app.feeds, sub, me.id, after.as_deref(), filter).await?;
     if opening == Opening::Reset {

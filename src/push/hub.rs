@@ -79,6 +79,8 @@ struct Inner {
     capacity: usize,
     max_streams_per_user: usize,
     closing: AtomicBool,
+    /// Users whose stream count changed, when cluster presence is on.
+    changed: Option<Mutex<HashSet<Uuid>>>,
 }
 
 /// A cheap handle (`Arc`) to this server's hub.
@@ -91,7 +93,9 @@ impl Hub {
     /// `capacity`: slots per user channel. Small, because each slot is
     /// allocated up front for every connected user; a stream that falls
     /// further behind reads the log instead.
-    pub fn new(capacity: usize, max_streams_per_user: usize) -> Self {
+    /// `track_changes`: record which users' stream counts change, for a
+    /// cluster member to publish as presence.
+    pub fn new(capacity: usize, max_streams_per_user: usize, track_changes: bool) -> Self {
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
         Hub {
             inner: Arc::new(Inner {
@@ -100,6 +104,7 @@ impl Hub {
                 capacity: capacity.max(2),
                 max_streams_per_user,
                 closing: AtomicBool::new(false),
+                changed: track_changes.then(|| Mutex::new(HashSet::new())),
             }),
         }
     }
@@ -110,10 +115,13 @@ impl Hub {
 
     /// Subscribe before reading the log: whatever is published from now on
     /// is in the channel, so replay and live cannot leave a hole between them.
+    /// `elsewhere`: the user's streams on other servers of a cluster, which
+    /// count against the same per-user limit.
     pub fn subscribe(
         &self,
         user: Uuid,
         kind: SubscriberKind,
+        elsewhere: usize,
     ) -> Result<Subscription, SubscribeError> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(SubscribeError::ShuttingDown);
@@ -125,7 +133,9 @@ impl Hub {
             polls: 0,
         });
         match kind {
-            SubscriberKind::Stream if entry.streams >= self.inner.max_streams_per_user => {
+            SubscriberKind::Stream
+                if entry.streams + elsewhere >= self.inner.max_streams_per_user =>
+            {
                 if entry.streams + entry.polls == 0 {
                     shard.remove(&user);
                 }
@@ -135,6 +145,10 @@ impl Hub {
             SubscriberKind::Poll => entry.polls += 1,
         }
         let rx = entry.tx.subscribe();
+        drop(shard);
+        if kind == SubscriberKind::Stream {
+            self.mark_changed(user);
+        }
         Ok(Subscription {
             rx,
             user,
@@ -153,6 +167,25 @@ impl Hub {
             if entry.streams + entry.polls == 0 {
                 shard.remove(&user);
             }
+        }
+        drop(shard);
+        if kind == SubscriberKind::Stream {
+            self.mark_changed(user);
+        }
+    }
+
+    /// Remember that `user`'s stream count changed, for cluster presence.
+    pub fn mark_changed(&self, user: Uuid) {
+        if let Some(changed) = &self.inner.changed {
+            lock(changed).insert(user);
+        }
+    }
+
+    /// Users whose stream count changed since the last call (cluster only).
+    pub fn take_changed(&self) -> Vec<Uuid> {
+        match &self.inner.changed {
+            Some(changed) => lock(changed).drain().collect(),
+            None => Vec::new(),
         }
     }
 
@@ -312,10 +345,10 @@ mod tests {
 
     #[test]
     fn channel_is_dropped_when_last_stream_closes() {
-        let hub = Hub::new(8, 4);
+        let hub = Hub::new(8, 4, false);
         let user = Uuid::new_v4();
-        let a = hub.subscribe(user, SubscriberKind::Stream).unwrap();
-        let b = hub.subscribe(user, SubscriberKind::Poll).unwrap();
+        let a = hub.subscribe(user, SubscriberKind::Stream, 0).unwrap();
+        let b = hub.subscribe(user, SubscriberKind::Poll, 0).unwrap();
         assert_eq!(hub.channel_count(), 1);
         assert_eq!(hub.user_streams(user), 1);
         drop(a);
@@ -326,26 +359,26 @@ mod tests {
 
     #[test]
     fn stream_limit_is_per_user_and_polls_do_not_count() {
-        let hub = Hub::new(8, 2);
+        let hub = Hub::new(8, 2, false);
         let user = Uuid::new_v4();
-        let _s1 = hub.subscribe(user, SubscriberKind::Stream).unwrap();
-        let _s2 = hub.subscribe(user, SubscriberKind::Stream).unwrap();
+        let _s1 = hub.subscribe(user, SubscriberKind::Stream, 0).unwrap();
+        let _s2 = hub.subscribe(user, SubscriberKind::Stream, 0).unwrap();
         assert_eq!(
-            hub.subscribe(user, SubscriberKind::Stream).err(),
+            hub.subscribe(user, SubscriberKind::Stream, 0).err(),
             Some(SubscribeError::TooManyStreams)
         );
-        assert!(hub.subscribe(user, SubscriberKind::Poll).is_ok());
+        assert!(hub.subscribe(user, SubscriberKind::Poll, 0).is_ok());
         assert!(hub
-            .subscribe(Uuid::new_v4(), SubscriberKind::Stream)
+            .subscribe(Uuid::new_v4(), SubscriberKind::Stream, 0)
             .is_ok());
     }
 
     #[test]
     fn stalled_subscriber_does_not_delay_another() {
-        let hub = Hub::new(4, 4);
+        let hub = Hub::new(4, 4, false);
         let user = Uuid::new_v4();
-        let mut stalled = hub.subscribe(user, SubscriberKind::Stream).unwrap();
-        let mut fast = hub.subscribe(user, SubscriberKind::Stream).unwrap();
+        let mut stalled = hub.subscribe(user, SubscriberKind::Stream, 0).unwrap();
+        let mut fast = hub.subscribe(user, SubscriberKind::Stream, 0).unwrap();
         for seq in 1..=100 {
             hub.dispatch(frame(user, seq));
             // The fast one reads each frame as it comes; dispatch never waits
@@ -364,10 +397,10 @@ mod tests {
 
     #[test]
     fn broadcast_reaches_every_user_once_and_close_ends_only_that_user() {
-        let hub = Hub::new(8, 4);
+        let hub = Hub::new(8, 4, false);
         let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
-        let mut s1 = hub.subscribe(u1, SubscriberKind::Stream).unwrap();
-        let mut s2 = hub.subscribe(u2, SubscriberKind::Stream).unwrap();
+        let mut s1 = hub.subscribe(u1, SubscriberKind::Stream, 0).unwrap();
+        let mut s2 = hub.subscribe(u2, SubscriberKind::Stream, 0).unwrap();
         hub.dispatch(Arc::new(Frame::new(
             StreamKey::Broadcast,
             1,

@@ -11,8 +11,10 @@ pub mod cursor;
 pub mod feed;
 pub mod frame;
 pub mod hub;
+pub mod presence;
 pub mod publisher;
 
 pub use feed::{Feed, FeedContext, Item, Opening, TopicFilter};
 pub use hub::{Hub, SubscribeError, SubscriberKind};
+pub use presence::Presence;
 pub use publisher::Publisher;
