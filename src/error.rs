@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::http::openapi::{ErrorBody, ErrorDetail};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// Field name -> reason, listing every bad field of a request at once.
 pub type FieldErrors = BTreeMap<String, String>;
@@ -129,11 +129,18 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut error = json!({ "code": self.code(), "message": message });
-        if let ApiError::Validation(fields) = &self {
-            error["fields"] = json!(fields);
-        }
-        let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
+        let fields = match &self {
+            ApiError::Validation(fields) => Some(fields.clone()),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message,
+                fields,
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
         let retry_after = match self {
             ApiError::RateLimited { retry_after_secs }
             | ApiError::TooManyStreams { retry_after_secs } => Some(retry_after_secs),

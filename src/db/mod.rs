@@ -176,14 +176,19 @@ impl WriteTx {
         &mut self.tx
     }
 
-    /// Append `event` to stream `key` inside this transaction.
-    pub async fn append(&mut self, key: StreamKey, event: &DomainEvent) -> Result<(), sqlx::Error> {
+    /// Append `event` to stream `key` inside this transaction; its sequence.
+    pub async fn append(
+        &mut self,
+        key: StreamKey,
+        event: &DomainEvent,
+    ) -> Result<i64, sqlx::Error> {
         let frame = event_log::append(&mut self.tx, key, event).await?;
         if let Some(origin) = &self.notify {
             crate::push::broker::postgres::notify_frame(&mut self.tx, origin, &frame).await?;
         }
+        let seq = frame.seq;
         self.frames.push(Arc::new(frame));
-        Ok(())
+        Ok(seq)
     }
 
     /// Commit; the returned frames are what the caller must publish.

@@ -111,3 +111,36 @@ pub async fn all_members(conn: &mut AnyConnection) -> Result<Vec<(i64, Uuid)>, s
         .filter_map(|(r, u)| Uuid::parse_str(&u).ok().map(|u| (r, u)))
         .collect())
 }
+
+/// Record the user-stream sequence of the `room:joined` event of the open
+/// membership (see migrations/*/0004_room_join_order.sql).
+pub async fn set_join_order(
+    conn: &mut AnyConnection,
+    room: i64,
+    user: Uuid,
+    user_seq: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE room_members SET joined_user_seq = $1 WHERE room_id = $2 AND user_id = $3 AND left_seq IS NULL")
+        .bind(user_seq)
+        .bind(room)
+        .bind(user.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Rooms the user joined after their own stream's position `after` (also
+/// ones left since), each with the room sequence of the earliest such join.
+pub async fn joined_since(
+    conn: &mut AnyConnection,
+    user: Uuid,
+    after: i64,
+) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT room_id, MIN(joined_seq) FROM room_members WHERE user_id = $1 AND joined_user_seq > $2 GROUP BY room_id",
+    )
+    .bind(user.to_string())
+    .bind(after)
+    .fetch_all(conn)
+    .await
+}

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::input::{self, Fields, Patch};
@@ -13,7 +14,7 @@ use crate::error::FieldErrors;
 pub const NOTES_MAX: usize = 2000;
 pub const NAME_MAX: usize = 100;
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct Platform {
     pub id: Uuid,
     pub name: String,
@@ -68,21 +69,53 @@ impl Earning {
         self.hours.and_then(|h| self.amount.div_round(h))
     }
 
-    pub fn to_json(&self) -> Value {
-        serde_json::json!({
-            "id": self.id,
-            "userId": self.user_id,
-            "platformId": self.platform.id,
-            "platform": self.platform,
-            "date": self.date,
-            "hours": self.hours,
-            "amount": self.amount,
-            "hourly_rate": self.hourly_rate(),
-            "notes": self.notes,
-            "createdAt": rfc3339(self.created_at),
-            "updatedAt": rfc3339(self.updated_at),
-        })
+    /// The wire shape, as REST answers and `earnings:new` carry it.
+    pub fn view(&self) -> EarningView {
+        EarningView {
+            id: self.id,
+            user_id: self.user_id,
+            platform_id: self.platform.id,
+            platform: self.platform.clone(),
+            date: self.date.clone(),
+            hours: self.hours,
+            amount: self.amount,
+            hourly_rate: self.hourly_rate(),
+            notes: self.notes.clone(),
+            created_at: rfc3339(self.created_at),
+            updated_at: rfc3339(self.updated_at),
+        }
     }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.view()).expect("an earning always serializes")
+    }
+}
+
+/// An earning on the wire (REST bodies and `earnings:new`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EarningView {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub platform_id: Uuid,
+    pub platform: Platform,
+    /// `YYYY-MM-DD`
+    #[schema(format = Date)]
+    pub date: String,
+    #[schema(value_type = Option<f64>)]
+    pub hours: Option<Fixed2>,
+    #[schema(value_type = f64)]
+    pub amount: Fixed2,
+    /// amount / hours rounded half away from zero to cents; null when hours
+    /// is null or 0.
+    #[serde(rename = "hourly_rate")]
+    #[schema(value_type = Option<f64>)]
+    pub hourly_rate: Option<Fixed2>,
+    pub notes: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
 }
 
 pub struct NewEarning {

@@ -14,11 +14,16 @@ pub enum Topic {
     Earnings,
     Notifications,
     Other,
+    /// Bookkeeping in the log (names starting with `~`, which admin event
+    /// names cannot): advances cursors, never delivered.
+    Internal,
 }
 
 impl Topic {
     pub fn of(event_name: &str) -> Topic {
-        if event_name.starts_with("earnings:") || event_name.starts_with("platforms:") {
+        if event_name.starts_with('~') {
+            Topic::Internal
+        } else if event_name.starts_with("earnings:") || event_name.starts_with("platforms:") {
             Topic::Earnings
         } else if event_name.starts_with("notification") {
             Topic::Notifications
@@ -33,6 +38,7 @@ impl Topic {
             Topic::Earnings => "earnings",
             Topic::Notifications => "notifications",
             Topic::Other => "other",
+            Topic::Internal => "internal",
         }
     }
 }

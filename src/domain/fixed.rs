@@ -23,29 +23,13 @@ impl Fixed2 {
         self.0
     }
 
-    /// Parse a JSON number. JSON numbers reach us as the nearest `f64`;
-    /// its shortest round-trip text is the number as written (for up to 15
-    /// significant digits), so counting its decimals is exact where scaling
-    /// by 100 and comparing would blur at large magnitudes.
+    /// Parse a JSON number from its text as written (serde_json keeps it,
+    /// with `arbitrary_precision`), so "at most two decimals" is exact at
+    /// every magnitude and no float rounding ever touches money. Trailing
+    /// zeros do not count (`1.500` is 1.5); exponents are allowed (`1e2`).
     pub fn parse(value: &serde_json::Value) -> Result<Self, &'static str> {
-        let number = value.as_f64().ok_or("must be a number")?;
-        if !number.is_finite() {
-            return Err("must be a finite number");
-        }
-        if number < 0.0 {
-            return Err("must be zero or more");
-        }
-        if number * 100.0 > MAX_HUNDREDTHS as f64 {
-            return Err("is too large");
-        }
-        let text = number.to_string();
-        if text
-            .split_once('.')
-            .is_some_and(|(_, decimals)| decimals.len() > 2)
-        {
-            return Err("must have at most 2 decimals");
-        }
-        Ok(Fixed2((number * 100.0).round() as i64))
+        let number = value.as_number().ok_or("must be a number")?;
+        parse_decimal(&number.to_string()).map(Fixed2)
     }
 
     /// `self / divisor`, rounded to hundredths half away from zero
@@ -74,6 +58,39 @@ impl Fixed2 {
             format!("${units}.{cents:02}")
         }
     }
+}
+
+/// Hundredths of a non-negative decimal number written in JSON syntax.
+fn parse_decimal(text: &str) -> Result<i64, &'static str> {
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().map_err(|_| "is out of range")?),
+        None => (text, 0),
+    };
+    let negative = mantissa.starts_with('-');
+    let mantissa = mantissa.trim_start_matches('-');
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let frac = frac.trim_end_matches('0');
+    let digits = format!("{int}{frac}");
+    let digits = digits.trim_start_matches('0');
+    if digits.is_empty() {
+        return Ok(0); // zero, however written (also -0)
+    }
+    if negative {
+        return Err("must be zero or more");
+    }
+    // value = digits * 10^(exponent - frac.len()); in hundredths, shift by 2.
+    let shift = exponent.saturating_add(2).saturating_sub(frac.len() as i64);
+    if shift < 0 {
+        return Err("must have at most 2 decimals");
+    }
+    if digits.len() as i64 + shift > 12 {
+        return Err("is too large");
+    }
+    let hundredths = digits.parse::<i64>().map_err(|_| "is too large")? * 10_i64.pow(shift as u32);
+    if hundredths > MAX_HUNDREDTHS {
+        return Err("is too large");
+    }
+    Ok(hundredths)
 }
 
 impl Serialize for Fixed2 {
@@ -105,7 +122,18 @@ mod tests {
         assert!(Fixed2::parse(&json!(1e300)).is_err());
         assert!(Fixed2::parse(&json!(12345.678)).is_err());
         assert_eq!(Fixed2::parse(&json!(999999.99)), Ok(Fixed2(99_999_999)));
-        assert_eq!(Fixed2::parse(&json!(1e-7)).is_err(), true);
+        assert!(Fixed2::parse(&json!(1e-7)).is_err());
+        let text = |t: &str| Fixed2::parse(&serde_json::from_str(t).unwrap());
+        assert_eq!(
+            text("1.0000000000000001"),
+            Err("must have at most 2 decimals")
+        );
+        assert_eq!(text("1e400"), Err("is too large"));
+        assert_eq!(text("1.500"), Ok(Fixed2(150)));
+        assert_eq!(text("1.5e1"), Ok(Fixed2(1500)));
+        assert_eq!(text("125e-2"), Ok(Fixed2(125)));
+        assert_eq!(text("-0"), Ok(Fixed2(0)));
+        assert_eq!(text("-0.01"), Err("must be zero or more"));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Notifications: persisted per user (or once for a broadcast) and pushed as
 //! the `notification` event.
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::input::{self, Fields};
@@ -51,18 +53,41 @@ pub struct Notification {
 }
 
 impl Notification {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "title": self.title,
-            "message": self.message,
-            "type": self.kind.as_str(),
-            "timestamp": rfc3339(self.timestamp),
-            "dismissible": self.dismissible,
-            "duration": self.duration,
-            "data": self.data,
-        })
+    pub fn view(&self) -> NotificationView {
+        NotificationView {
+            id: self.id,
+            title: self.title.clone(),
+            message: self.message.clone(),
+            kind: self.kind.as_str().to_owned(),
+            timestamp: rfc3339(self.timestamp),
+            dismissible: self.dismissible,
+            duration: self.duration,
+            data: self.data.clone(),
+        }
     }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.view()).expect("a notification always serializes")
+    }
+}
+
+/// A notification on the wire (the `notification` event and list items).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct NotificationView {
+    pub id: Uuid,
+    pub title: String,
+    pub message: String,
+    /// success, error, info or warning
+    #[serde(rename = "type")]
+    #[schema(pattern = "^(success|error|info|warning)$")]
+    pub kind: String,
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+    pub dismissible: bool,
+    /// How long a toast stays, in milliseconds; null = until dismissed.
+    pub duration: Option<i64>,
+    /// Free-form JSON.
+    pub data: Value,
 }
 
 /// The notification part of `POST /api/admin/notifications`.

@@ -11,11 +11,12 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::extract::JsonObject;
+use super::openapi::*;
 use super::{no_content, AppState};
 use crate::auth::{AuthUser, COOKIE};
 use crate::db::{is_unique_violation, users};
@@ -31,7 +32,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/logout", post(logout))
 }
 
-async fn register(
+#[utoipa::path(post, path = "/api/auth/register", tag = "accounts", request_body = RegisterRequest, responses((status = 201, description = "registered; sets the earntrack_token cookie", body = Session), (status = 409, description = "email taken", body = ErrorBody), (status = 400, description = "unparseable JSON or not an object", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not a JSON content type", body = ErrorBody), (status = 422, description = "validation failed", body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn register(
     State(app): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Response> {
@@ -58,7 +60,11 @@ async fn register(
     Ok(session(&app, &user, StatusCode::CREATED))
 }
 
-async fn login(State(app): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Response> {
+#[utoipa::path(post, path = "/api/auth/login", tag = "accounts", request_body = LoginRequest, responses((status = 200, description = "logged in; sets the earntrack_token cookie", body = Session), (status = 401, description = "invalid credentials", body = ErrorBody), (status = 400, description = "unparseable JSON or not an object", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not a JSON content type", body = ErrorBody), (status = 422, description = "validation failed", body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn login(
+    State(app): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Response> {
     let mut f = Fields::new(&body);
     let email = f.required("email", |v| {
         v.as_str()
@@ -86,7 +92,8 @@ async fn login(State(app): State<AppState>, JsonObject(body): JsonObject) -> Api
     }
 }
 
-async fn refresh(State(app): State<AppState>, me: AuthUser) -> ApiResult<Response> {
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "accounts", security(("bearer" = []), ("query" = []), ("cookie" = [])), responses((status = 200, description = "a fresh token and cookie", body = Session), (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn refresh(State(app): State<AppState>, me: AuthUser) -> ApiResult<Response> {
     let mut conn = app.db.read.acquire().await?;
     let user = users::by_id(&mut conn, me.id)
         .await?
@@ -94,7 +101,8 @@ async fn refresh(State(app): State<AppState>, me: AuthUser) -> ApiResult<Respons
     Ok(session(&app, &user, StatusCode::OK))
 }
 
-async fn logout(State(app): State<AppState>) -> Response {
+#[utoipa::path(post, path = "/api/auth/logout", tag = "accounts", responses((status = 204, description = "cookie cleared")))]
+pub async fn logout(State(app): State<AppState>) -> Response {
     let mut response = no_content();
     let cookie = format!(
         "{COOKIE}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0{}",
@@ -117,7 +125,10 @@ fn session(app: &AppState, user: &users::UserRow, status: StatusCode) -> Respons
         "user"
     };
     let token = app.keys.issue(user.id, &user.email, role);
-    let body = json!({ "token": token, "user": user_json(user, role) });
+    let body = Session {
+        token: token.clone(),
+        user: user_view(user, role),
+    };
     let cookie = format!(
         "{COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{}",
         app.keys.ttl_secs,
@@ -139,8 +150,13 @@ fn secure(app: &AppState) -> &'static str {
     }
 }
 
-pub fn user_json(user: &users::UserRow, role: &str) -> Value {
-    json!({ "id": user.id, "email": user.email, "name": user.name, "role": role })
+fn user_view(user: &users::UserRow, role: &str) -> UserView {
+    UserView {
+        id: user.id,
+        email: user.email.clone(),
+        name: user.name.clone(),
+        role: role.to_owned(),
+    }
 }
 
 fn email(v: &Value) -> Result<String, &'static str> {

@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::extract::{IdPath, JsonObject};
+use super::openapi::*;
 use super::{no_content, AppState};
 use crate::auth::AdminUser;
 use crate::db::{notifications, rooms, users, WriteTx};
@@ -77,11 +78,12 @@ async fn check_users(tx: &mut WriteTx, ids: &[Uuid], field: &str) -> ApiResult<(
     Ok(())
 }
 
-async fn notify(
+#[utoipa::path(post, path = "/api/admin/notifications", tag = "admin", security(("bearer" = []), ("query" = []), ("cookie" = [])), request_body = AdminNotificationRequest, responses((status = 202, body = Accepted), (status = 403, description = "not an admin (or csrf)", body = ErrorBody), (status = 400, description = "unparseable JSON or not an object", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not a JSON content type", body = ErrorBody), (status = 422, description = "validation failed", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn notify(
     State(app): State<AppState>,
     AdminUser(_admin): AdminUser,
     JsonObject(body): JsonObject,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let parsed = NewNotification::parse(&body);
     let mut f = Fields::new(&body);
     let ids = f.optional("userIds", user_ids);
@@ -138,14 +140,15 @@ async fn notify(
         }
     }
     app.publisher.commit(tx).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true }))))
+    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true })))
 }
 
-async fn emit(
+#[utoipa::path(post, path = "/api/admin/events", tag = "admin", security(("bearer" = []), ("query" = []), ("cookie" = [])), request_body = AdminEventRequest, responses((status = 202, body = Accepted), (status = 403, description = "not an admin (or csrf)", body = ErrorBody), (status = 400, description = "unparseable JSON or not an object", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not a JSON content type", body = ErrorBody), (status = 422, description = "validation failed", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn emit(
     State(app): State<AppState>,
     AdminUser(_admin): AdminUser,
     JsonObject(body): JsonObject,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let mut f = Fields::new(&body);
     let name = f.required("event", |v| {
         v.as_str()
@@ -168,7 +171,9 @@ async fn emit(
     let event = DomainEvent::new(name, data);
     let mut tx = app.db.begin_write().await?;
     match target {
-        Recipients::Everyone => tx.append(StreamKey::Broadcast, &event).await?,
+        Recipients::Everyone => {
+            tx.append(StreamKey::Broadcast, &event).await?;
+        }
         Recipients::Users(ids) => {
             check_users(&mut tx, &ids, "target").await?;
             for id in ids {
@@ -181,7 +186,7 @@ async fn emit(
         }
     }
     app.publisher.commit(tx).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true }))))
+    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true })))
 }
 
 fn parse_target(t: &Map<String, Value>) -> Result<Recipients, &'static str> {
@@ -211,40 +216,47 @@ fn parse_target(t: &Map<String, Value>) -> Result<Recipients, &'static str> {
     Err(TARGETS)
 }
 
-async fn connections(
+#[utoipa::path(get, path = "/api/admin/connections", tag = "admin", security(("bearer" = []), ("query" = []), ("cookie" = [])), responses((status = 200, description = "open streams on every server", body = Connections), (status = 403, description = "not an admin (or csrf)", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn connections(
     State(app): State<AppState>,
     AdminUser(_admin): AdminUser,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Connections>> {
     let users = app.presence.connections().await?;
     let total: usize = users.iter().map(|(_, n)| n).sum();
     let users: Vec<_> = users
         .into_iter()
-        .map(|(id, n)| json!({ "userId": id, "connections": n }))
+        .map(|(user_id, connections)| UserConnections {
+            user_id,
+            connections,
+        })
         .collect();
-    Ok(Json(json!({ "total": total, "users": users })))
+    Ok(Json(Connections { total, users }))
 }
 
-async fn user_connections(
+#[utoipa::path(get, path = "/api/admin/users/{id}/connections", tag = "admin", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("id" = String, Path, description = "user id")), responses((status = 200, body = UserConnections), (status = 404, description = "malformed id", body = ErrorBody), (status = 403, description = "not an admin (or csrf)", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn user_connections(
     State(app): State<AppState>,
     AdminUser(_admin): AdminUser,
     IdPath(id): IdPath,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(
-        json!({ "userId": id, "connections": app.presence.user_streams(id).await? }),
-    ))
+) -> ApiResult<Json<UserConnections>> {
+    Ok(Json(UserConnections {
+        user_id: id,
+        connections: app.presence.user_streams(id).await?,
+    }))
 }
 
 /// Ends the user's streams on every server; they end within a second (a
 /// control message to the others) and clients resume with `Last-Event-ID`.
-async fn disconnect(
+#[utoipa::path(delete, path = "/api/admin/users/{id}/connections", tag = "admin", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("id" = String, Path, description = "user id")), responses((status = 200, description = "streams end within a second", body = Closed), (status = 404, description = "malformed id", body = ErrorBody), (status = 403, description = "not an admin (or csrf)", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn disconnect(
     State(app): State<AppState>,
     AdminUser(admin): AdminUser,
     IdPath(id): IdPath,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Closed>> {
     let closed = app.presence.user_streams(id).await?;
     app.publisher.control(Control::Disconnect { user: id });
     tracing::info!(admin_id = %admin.id, user_id = %id, closed, "force-disconnect");
-    Ok(Json(json!({ "closed": closed })))
+    Ok(Json(Closed { closed }))
 }
 
 fn valid_room_name(name: &str) -> bool {
@@ -256,7 +268,8 @@ fn valid_room_name(name: &str) -> bool {
 
 /// `PUT /api/admin/rooms/{room}/members/{user}`: the user receives the
 /// room's events from now on, live and on resume.
-async fn join_room(
+#[utoipa::path(put, path = "/api/admin/rooms/{room}/members/{user}", tag = "admin", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("room" = String, Path, description = "room name [A-Za-z0-9:_.-]{1,64}"), ("user" = String, Path, description = "user id")), responses((status = 204, description = "joined"), (status = 404, description = "no such user", body = ErrorBody), (status = 422, description = "bad room name", body = ErrorBody), (status = 403, description = "not an admin (or csrf)", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn join_room(
     State(app): State<AppState>,
     AdminUser(_admin): AdminUser,
     Path((room, user)): Path<(String, String)>,
@@ -268,6 +281,14 @@ async fn join_room(
     }
     let room = rooms::ensure(tx.conn(), &name).await?;
     let joined = rooms::join(tx.conn(), room, user).await?;
+    if joined.is_some() {
+        // A bookkeeping event in the user's own stream (never delivered):
+        // its place orders the join against the user's cursors, see
+        // `rooms::joined_since`.
+        let event = DomainEvent::new("~room:joined", json!({ "room": name }));
+        let user_seq = tx.append(StreamKey::User(user), &event).await?;
+        rooms::set_join_order(tx.conn(), room, user, user_seq).await?;
+    }
     app.publisher.commit(tx).await?;
     if let Some(seq) = joined {
         app.publisher.control(Control::Membership {
@@ -280,7 +301,8 @@ async fn join_room(
 }
 
 /// `DELETE /api/admin/rooms/{room}/members/{user}`: no room events after this.
-async fn leave_room(
+#[utoipa::path(delete, path = "/api/admin/rooms/{room}/members/{user}", tag = "admin", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("room" = String, Path, description = "room name"), ("user" = String, Path, description = "user id")), responses((status = 204, description = "left (or was not a member)"), (status = 404, description = "malformed user id", body = ErrorBody), (status = 422, description = "bad room name", body = ErrorBody), (status = 403, description = "not an admin (or csrf)", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn leave_room(
     State(app): State<AppState>,
     AdminUser(_admin): AdminUser,
     Path((room, user)): Path<(String, String)>,

@@ -7,14 +7,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::extract::{ApiQuery, IdPath, JsonObject};
+use super::openapi::*;
 use super::{no_content, AppState};
 use crate::auth::AuthUser;
 use crate::db::{earnings, idempotency, is_unique_violation, notifications, platforms, WriteTx};
-use crate::domain::earning::{Earning, EarningPatch, NewEarning};
+use crate::domain::earning::{Earning, EarningPatch, EarningView, NewEarning};
 use crate::domain::event::{earning_notification, DomainEvent, EarningChange};
 use crate::domain::time::{now_ms, parse_date};
 use crate::error::{ApiError, ApiResult};
@@ -29,8 +30,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/earnings/{id}", get(show).patch(update).delete(remove))
 }
 
-#[derive(Deserialize)]
-struct ListParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
     from: Option<String>,
     to: Option<String>,
     #[serde(rename = "platformId")]
@@ -39,7 +41,8 @@ struct ListParams {
     cursor: Option<String>,
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/earnings", tag = "earnings", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(ListParams), responses((status = 200, description = "newest date first; header EarnTrack-Event-Cursor", body = EarningList, headers(("EarnTrack-Event-Cursor" = String, description = "stream position read with this data"))), (status = 400, description = "bad query", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn list(
     State(app): State<AppState>,
     me: AuthUser,
     ApiQuery(p): ApiQuery<ListParams>,
@@ -94,7 +97,10 @@ async fn list(
     } else {
         None
     };
-    let body = json!({ "items": items.iter().map(Earning::to_json).collect::<Vec<_>>(), "nextCursor": next });
+    let body = EarningList {
+        items: items.iter().map(Earning::view).collect(),
+        next_cursor: next,
+    };
     Ok(with_event_cursor(
         Json(body).into_response(),
         &app.feeds.codec.encode(me.id, &position),
@@ -120,7 +126,8 @@ fn decode_page_cursor(c: &str) -> Option<(String, i64, String)> {
     Some((date, created, id))
 }
 
-async fn show(
+#[utoipa::path(get, path = "/api/earnings/{id}", tag = "earnings", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("id" = String, Path, description = "earning id")), responses((status = 200, body = EarningView), (status = 404, description = "missing or not yours", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn show(
     State(app): State<AppState>,
     me: AuthUser,
     IdPath(id): IdPath,
@@ -132,7 +139,8 @@ async fn show(
     Ok(Json(earning.to_json()))
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/earnings", tag = "earnings", security(("bearer" = []), ("query" = []), ("cookie" = [])), request_body = NewEarningRequest, params(("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the first response")), responses((status = 201, description = "created; publishes earnings:new then a notification", body = EarningView), (status = 409, description = "concurrent idempotent retry", body = ErrorBody), (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody), (status = 400, description = "unparseable JSON or not an object", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not a JSON content type", body = ErrorBody), (status = 422, description = "validation failed", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn create(
     State(app): State<AppState>,
     me: AuthUser,
     headers: HeaderMap,
@@ -211,7 +219,8 @@ fn replayed((status, body): (i64, String)) -> Response {
     response
 }
 
-async fn update(
+#[utoipa::path(patch, path = "/api/earnings/{id}", tag = "earnings", security(("bearer" = []), ("query" = []), ("cookie" = [])), request_body = EarningPatchRequest, params(("id" = String, Path, description = "earning id")), responses((status = 200, description = "updated; publishes earnings:updated then a notification when something changed", body = EarningView), (status = 404, description = "missing or not yours", body = ErrorBody), (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody), (status = 400, description = "unparseable JSON or not an object", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not a JSON content type", body = ErrorBody), (status = 422, description = "validation failed", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn update(
     State(app): State<AppState>,
     me: AuthUser,
     IdPath(id): IdPath,
@@ -247,7 +256,8 @@ async fn update(
     Ok(Json(earning.to_json()))
 }
 
-async fn remove(
+#[utoipa::path(delete, path = "/api/earnings/{id}", tag = "earnings", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("id" = String, Path, description = "earning id")), responses((status = 204, description = "deleted; publishes earnings:deleted then a notification"), (status = 404, description = "missing or not yours", body = ErrorBody), (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn remove(
     State(app): State<AppState>,
     me: AuthUser,
     IdPath(id): IdPath,
@@ -280,5 +290,6 @@ async fn publish_change(
     let notification = earning_notification(kind, earning, now_ms());
     notifications::insert(tx.conn(), Some(earning.user_id), &notification).await?;
     tx.append(owner, &DomainEvent::notification(&notification))
-        .await
+        .await?;
+    Ok(())
 }

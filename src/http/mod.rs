@@ -9,6 +9,7 @@ pub mod earnings;
 pub mod events;
 pub mod extract;
 pub mod notifications;
+pub mod openapi;
 pub mod ops;
 pub mod platforms;
 pub mod poll;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(poll::router())
         .merge(ops::router())
+        .merge(openapi::router())
         .merge(assets::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

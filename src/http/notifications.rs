@@ -6,11 +6,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::earnings::with_event_cursor;
 use super::extract::{ApiQuery, IdPath};
+use super::openapi::*;
 use super::{no_content, AppState};
 use crate::auth::AuthUser;
 use crate::db::notifications;
@@ -25,14 +25,16 @@ pub fn router() -> Router<AppState> {
         .route("/api/notifications/{id}/read", post(mark_read))
 }
 
-#[derive(Deserialize)]
-struct ListParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
     unread: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/notifications", tag = "notifications", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(ListParams), responses((status = 200, description = "newest first; header EarnTrack-Event-Cursor", body = NotificationList), (status = 400, description = "bad query", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn list(
     State(app): State<AppState>,
     me: AuthUser,
     ApiQuery(p): ApiQuery<ListParams>,
@@ -76,16 +78,19 @@ async fn list(
     } else {
         None
     };
-    let items: Vec<_> = rows
+    let items = rows
         .iter()
-        .map(|r| {
-            let mut item = r.notification.to_json();
-            item["read"] = json!(r.read_at.is_some());
-            item["readAt"] = json!(r.read_at.map(rfc3339));
-            item
+        .map(|r| NotificationItem {
+            notification: r.notification.view(),
+            read: r.read_at.is_some(),
+            read_at: r.read_at.map(rfc3339),
         })
         .collect();
-    let body = Json(json!({ "items": items, "nextCursor": next })).into_response();
+    let body = Json(NotificationList {
+        items,
+        next_cursor: next,
+    })
+    .into_response();
     Ok(with_event_cursor(
         body,
         &app.feeds.codec.encode(me.id, &position),
@@ -93,7 +98,8 @@ async fn list(
 }
 
 /// Marks read and tells every stream of this user, so other tabs clear it.
-async fn mark_read(
+#[utoipa::path(post, path = "/api/notifications/{id}/read", tag = "notifications", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("id" = String, Path, description = "notification id")), responses((status = 204, description = "marked read; publishes notification:read"), (status = 404, description = "missing or not yours", body = ErrorBody), (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn mark_read(
     State(app): State<AppState>,
     me: AuthUser,
     IdPath(id): IdPath,

@@ -7,6 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use super::openapi::Status;
 use super::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -17,12 +18,14 @@ pub fn router() -> Router<AppState> {
 }
 
 /// 200 while the process runs.
-async fn healthz() -> impl IntoResponse {
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Status)))]
+pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
 /// 200 when the database answers and we are not shutting down.
-async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Status), (status = 503, description = "database or cluster listener unreachable, or shutting down", body = Status)))]
+pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     if app.shutdown.is_cancelled() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -4,10 +4,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::extract::JsonObject;
+use super::openapi::*;
 use super::AppState;
 use crate::auth::AuthUser;
 use crate::db::{is_unique_violation, platforms};
@@ -21,13 +21,15 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/platforms", get(list).post(create))
 }
 
-async fn list(State(app): State<AppState>, me: AuthUser) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/platforms", tag = "earnings", security(("bearer" = []), ("query" = []), ("cookie" = [])), responses((status = 200, body = PlatformList), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn list(State(app): State<AppState>, me: AuthUser) -> ApiResult<Json<PlatformList>> {
     let mut conn = app.db.read.acquire().await?;
     let items = platforms::list(&mut conn, me.id).await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(PlatformList { items }))
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/platforms", tag = "earnings", security(("bearer" = []), ("query" = []), ("cookie" = [])), request_body = NewPlatformRequest, responses((status = 201, description = "created; publishes platforms:new", body = Platform), (status = 409, description = "name taken", body = ErrorBody), (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody), (status = 400, description = "unparseable JSON or not an object", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not a JSON content type", body = ErrorBody), (status = 422, description = "validation failed", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn create(
     State(app): State<AppState>,
     me: AuthUser,
     JsonObject(body): JsonObject,

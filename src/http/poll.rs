@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::events::subscribe_error;
 use super::extract::ApiQuery;
+use super::openapi::*;
 use super::AppState;
 use crate::auth::AuthUser;
 use crate::domain::time::{now_ms, rfc3339};
@@ -26,14 +27,16 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/events/poll", get(poll))
 }
 
-#[derive(Deserialize)]
-struct PollParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PollParams {
     after: Option<String>,
     timeout: Option<String>,
     topics: Option<String>,
 }
 
-async fn poll(
+#[utoipa::path(get, path = "/events/poll", tag = "stream", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(PollParams), responses((status = 200, description = "events after the cursor (or none after the timeout)", body = PollBody), (status = 400, description = "bad query", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+pub async fn poll(
     State(app): State<AppState>,
     me: AuthUser,
     _headers: HeaderMap,

@@ -79,6 +79,7 @@ impl TopicFilter {
             Topic::Earnings => self.earnings,
             Topic::Notifications => self.notifications,
             Topic::Other => true,
+            Topic::Internal => false,
         }
     }
 }
@@ -145,8 +146,12 @@ impl Feed {
             {
                 // Rooms joined after the cursor was issued are followed from
                 // the moment of joining.
-                for (room, joined) in rooms::memberships(&mut conn, user).await? {
-                    wanted.rooms.entry(room).or_insert(joined);
+                // Rooms joined after the cursor was issued (even if left
+                // since) are followed from the moment of joining.
+                let mut joined = rooms::joined_since(&mut conn, user, wanted.user).await?;
+                joined.extend(rooms::memberships(&mut conn, user).await?);
+                for (room, at) in joined {
+                    wanted.rooms.entry(room).or_insert(at);
                 }
                 (wanted, Opening::Resumed)
             }
