@@ -100,7 +100,7 @@ pub struct Config {
 
     /// Capacity of each user's live channel; a stream further behind catches
     /// up from the event log.
-    #[arg(long, env = "EARNTRACK_CHANNEL_CAPACITY", default_value_t = 64)]
+    #[arg(long, env = "EARNTRACK_CHANNEL_CAPACITY", default_value_t = 16)]
     pub channel_capacity: usize,
 
     /// Most events one resume replays; a cursor further behind gets `sync:reset`.

@@ -3,15 +3,24 @@
 //! `/api/openapi.json`. Request bodies are parsed field by field (to list
 //! every bad field at once), so their documented shapes live here, next to
 //! the response shapes the handlers build.
+//!
+//! `tests/schemathesis/run.sh` checks the live server against this document
+//! (status codes, content types, headers, body schemas).
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema,
+    SchemaFormat, Type,
+};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::openapi::RefOr;
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
@@ -21,8 +30,72 @@ use crate::domain::notification::NotificationView;
 pub fn router() -> Router<AppState> {
     Router::new().route(
         "/api/openapi.json",
-        get(|| async { Json(ApiDoc::openapi()) }),
+        get(|| async { Json(DOCUMENT.clone()) }),
     )
+}
+
+static DOCUMENT: LazyLock<Value> = LazyLock::new(document);
+
+/// The served document: utoipa's, plus what utoipa 5 cannot say (see
+/// `finish`).
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    finish(&mut doc);
+    doc
+}
+
+/// Headers the server always sends with the responses that declare them;
+/// utoipa 5's `Header` has no `required`, so it is set here.
+const ALWAYS_SENT_HEADERS: &[&str] = &["EarnTrack-Event-Cursor", "Set-Cookie", "Retry-After"];
+
+/// Fields the server always writes, `null` included, in schemas utoipa
+/// derives from `Option` fields (which it leaves optional).
+const ALWAYS_PRESENT: &[(&str, &[&str])] = &[
+    ("EarningView", &["hours", "hourly_rate", "notes"]),
+    ("NotificationView", &["duration"]),
+];
+
+/// What the attributes cannot express:
+/// - every 429 and every 503 error answer carries `Retry-After` (seconds);
+/// - the headers of `ALWAYS_SENT_HEADERS` are `required`;
+/// - the nullable fields of `ALWAYS_PRESENT` are `required`.
+fn finish(doc: &mut Value) {
+    let retry_after = json!({
+        "description": "seconds to wait before retrying",
+        "schema": { "type": "integer", "minimum": 1 }
+    });
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        let responses = paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|item| item.values_mut())
+            .filter_map(|operation| operation.get_mut("responses"))
+            .filter_map(Value::as_object_mut)
+            .flat_map(|responses| responses.iter_mut());
+        for (status, response) in responses {
+            let is_error_body = response["content"]["application/json"]["schema"]["$ref"]
+                == "#/components/schemas/ErrorBody";
+            if status == "429" || (status == "503" && is_error_body) {
+                response["headers"]["Retry-After"] = retry_after.clone();
+            }
+            if let Some(headers) = response.get_mut("headers").and_then(Value::as_object_mut) {
+                for (name, header) in headers.iter_mut() {
+                    if ALWAYS_SENT_HEADERS.contains(&name.as_str()) {
+                        header["required"] = Value::Bool(true);
+                    }
+                }
+            }
+        }
+    }
+    for (schema, fields) in ALWAYS_PRESENT {
+        if let Some(required) = doc["components"]["schemas"][*schema]["required"].as_array_mut() {
+            for field in *fields {
+                if !required.iter().any(|r| r == field) {
+                    required.push(Value::from(*field));
+                }
+            }
+        }
+    }
 }
 
 /// `{"error":{"code","message","fields"?}}`
@@ -45,8 +118,10 @@ pub struct ErrorDetail {
 pub struct UserView {
     pub id: Uuid,
     pub email: String,
+    #[schema(required = true)]
     pub name: Option<String>,
     /// `user` or `admin`
+    #[schema(pattern = "^(user|admin)$")]
     pub role: String,
 }
 
@@ -67,6 +142,7 @@ pub struct PlatformList {
 pub struct EarningList {
     pub items: Vec<EarningView>,
     /// The next page's `cursor`; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -76,6 +152,8 @@ pub struct NotificationItem {
     #[serde(flatten)]
     pub notification: NotificationView,
     pub read: bool,
+    /// When it was read; null while unread.
+    #[schema(required = true, format = DateTime)]
     pub read_at: Option<String>,
 }
 
@@ -83,11 +161,14 @@ pub struct NotificationItem {
 #[serde(rename_all = "camelCase")]
 pub struct NotificationList {
     pub items: Vec<NotificationItem>,
+    /// The next page's `cursor`; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct Accepted {
+    /// Always true.
     pub accepted: bool,
 }
 
@@ -130,6 +211,7 @@ pub struct PollBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct Status {
+    /// `ok` / `ready`, or why not ready.
     pub status: String,
 }
 
@@ -138,10 +220,14 @@ pub struct Status {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct RegisterRequest {
-    #[schema(format = Email)]
+    /// Stored trimmed and lower-cased.
+    #[schema(format = Email, max_length = 254)]
     email: String,
-    #[schema(min_length = 8)]
+    /// 8 to 1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
+    /// Trimmed; 1 to 100 characters, no control characters.
+    #[schema(min_length = 1, max_length = 100, nullable = false)]
     name: Option<String>,
 }
 
@@ -155,6 +241,7 @@ pub struct LoginRequest {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct NewPlatformRequest {
+    /// Trimmed; 1 to 100 characters, no control characters; unique per user.
     #[schema(min_length = 1, max_length = 100)]
     name: String,
     #[schema(pattern = "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")]
@@ -165,70 +252,168 @@ pub struct NewPlatformRequest {
 #[allow(dead_code)]
 #[schema(rename_all = "camelCase")]
 pub struct NewEarningRequest {
+    /// One of the caller's platforms.
     platform_id: Uuid,
+    /// `YYYY-MM-DD`
     #[schema(format = Date)]
     date: String,
-    /// At most 2 decimals, ≥ 0.
-    #[schema(minimum = 0)]
+    /// At most 2 decimals, ≥ 0; absent or null: none.
+    #[schema(minimum = 0, maximum = 1_000_000_000, multiple_of = 0.01)]
     hours: Option<f64>,
     /// At most 2 decimals, ≥ 0.
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 1_000_000_000, multiple_of = 0.01)]
     amount: f64,
-    #[schema(max_length = 2000)]
+    /// Trimmed; 1 to 2000 characters; absent or null: none.
+    #[schema(min_length = 1, max_length = 2000)]
     notes: Option<String>,
 }
 
-/// Partial: absent fields stay, `null` clears `hours` or `notes`.
+/// Partial: absent fields stay, `null` clears `hours` or `notes` (and is
+/// refused for the others).
 #[derive(ToSchema)]
 #[allow(dead_code)]
 #[schema(rename_all = "camelCase")]
 pub struct EarningPatchRequest {
+    /// One of the caller's platforms.
     #[schema(required = false)]
-    platform_id: Option<Uuid>,
+    platform_id: Uuid,
+    /// `YYYY-MM-DD`
     #[schema(format = Date, required = false)]
-    date: Option<String>,
-    #[schema(minimum = 0, required = false)]
+    date: String,
+    /// At most 2 decimals, ≥ 0; null clears it.
+    #[schema(minimum = 0, maximum = 1_000_000_000, multiple_of = 0.01, required = false)]
     hours: Option<f64>,
-    #[schema(minimum = 0, required = false)]
-    amount: Option<f64>,
-    #[schema(required = false)]
+    /// At most 2 decimals, ≥ 0.
+    #[schema(minimum = 0, maximum = 1_000_000_000, multiple_of = 0.01, required = false)]
+    amount: f64,
+    /// 1 to 2000 characters; null clears it.
+    #[schema(min_length = 1, max_length = 2000, required = false)]
     notes: Option<String>,
 }
 
-/// `userIds` or `broadcast: true`, plus the notification.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-#[schema(rename_all = "camelCase")]
-pub struct AdminNotificationRequest {
-    #[schema(required = false)]
-    user_ids: Option<Vec<Uuid>>,
-    #[schema(required = false)]
-    broadcast: Option<bool>,
-    #[schema(pattern = "^(success|error|info|warning)$")]
-    r#type: String,
-    title: String,
-    message: String,
-    /// Milliseconds; default 5000.
-    #[schema(required = false)]
-    duration: Option<i64>,
-    #[schema(required = false)]
-    dismissible: Option<bool>,
-    #[schema(required = false)]
-    data: Option<Value>,
+/// `userIds` or `broadcast: true`, plus the notification: `type`, `title`,
+/// `message`, and optionally `duration` (ms, default 5000), `dismissible`
+/// (default true) and `data` (free JSON, at most 16 KiB).
+pub struct AdminNotificationRequest;
+
+impl PartialSchema for AdminNotificationRequest {
+    fn schema() -> RefOr<Schema> {
+        // The notification fields, common to both shapes.
+        let notification = || {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "type",
+                    string().enum_values(Some(["success", "error", "info", "warning"])),
+                )
+                .required("type")
+                .property("title", string().min_length(Some(1)).max_length(Some(200)))
+                .required("title")
+                .property(
+                    "message",
+                    string().min_length(Some(1)).max_length(Some(2000)),
+                )
+                .required("message")
+                .property(
+                    "duration",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0))
+                        .maximum(Some(86_400_000))
+                        .description(Some("milliseconds; default 5000")),
+                )
+                .property(
+                    "dismissible",
+                    ObjectBuilder::new().schema_type(Type::Boolean),
+                )
+                .property(
+                    "data",
+                    ObjectBuilder::new().description(Some("free-form JSON, at most 16 KiB")),
+                )
+        };
+        OneOfBuilder::new()
+            .description(Some(
+                "To named users (`userIds`) or to everyone (`broadcast: true`), not both.",
+            ))
+            .item(
+                notification()
+                    .title(Some("to users"))
+                    .property("userIds", user_ids())
+                    .required("userIds")
+                    .property(
+                        "broadcast",
+                        ObjectBuilder::new()
+                            .schema_type(Type::Boolean)
+                            .enum_values(Some([false])),
+                    ),
+            )
+            .item(
+                notification()
+                    .title(Some("to everyone"))
+                    .property(
+                        "broadcast",
+                        ObjectBuilder::new()
+                            .schema_type(Type::Boolean)
+                            .enum_values(Some([true])),
+                    )
+                    .required("broadcast"),
+            )
+            .into()
+    }
 }
 
+impl ToSchema for AdminNotificationRequest {}
+
 /// One of `{"user":id}`, `{"users":[ids]}`, `{"room":name}`, `{"all":true}`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct AdminEventTarget {
-    #[schema(required = false)]
-    user: Option<Uuid>,
-    #[schema(required = false)]
-    users: Option<Vec<Uuid>>,
-    #[schema(required = false)]
-    room: Option<String>,
-    #[schema(required = false)]
-    all: Option<bool>,
+pub struct AdminEventTarget;
+
+impl PartialSchema for AdminEventTarget {
+    fn schema() -> RefOr<Schema> {
+        let only = |name: &str, schema: Schema| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .title(Some(name))
+                .property(name, schema)
+                .required(name)
+                .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
+        };
+        OneOfBuilder::new()
+            .description(Some(
+                "One of `{\"user\":id}`, `{\"users\":[ids]}`, `{\"room\":name}`, `{\"all\":true}`.",
+            ))
+            .item(only("user", uuid().into()))
+            .item(only("users", user_ids().into()))
+            .item(only(
+                "room",
+                string().pattern(Some("^[A-Za-z0-9:_.-]{1,64}$")).into(),
+            ))
+            .item(only(
+                "all",
+                ObjectBuilder::new()
+                    .schema_type(Type::Boolean)
+                    .enum_values(Some([true]))
+                    .into(),
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for AdminEventTarget {}
+
+fn string() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String)
+}
+
+fn uuid() -> ObjectBuilder {
+    string().format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+}
+
+/// 1 to 1000 ids of existing users.
+fn user_ids() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .items(uuid())
+        .min_items(Some(1))
+        .max_items(Some(1000))
 }
 
 #[derive(ToSchema)]
@@ -237,6 +422,7 @@ pub struct AdminEventRequest {
     target: AdminEventTarget,
     #[schema(pattern = "^[a-z0-9:_-]{1,64}$")]
     event: String,
+    /// Free-form JSON, at most 64 KiB.
     #[schema(required = false)]
     data: Option<Value>,
 }

@@ -185,7 +185,10 @@ impl Feed {
     /// True when a call to `next` would return without waiting for the
     /// channel (used by long-poll to collect what is already there).
     pub fn has_pending(&self) -> bool {
-        self.catch_up || !self.backlog.is_empty() || !self.sub.rx.is_empty()
+        self.catch_up
+            || !self.backlog.is_empty()
+            || !self.sub.rx.is_empty()
+            || !self.sub.all.is_empty()
     }
 
     pub async fn next(&mut self) -> Item {
@@ -203,7 +206,13 @@ impl Feed {
                 }
                 continue;
             }
-            match self.sub.rx.recv().await {
+            // Both receives are cancel-safe: whichever loses the race keeps
+            // its message for the next turn.
+            let received = tokio::select! {
+                r = self.sub.rx.recv() => r,
+                r = self.sub.all.recv() => r,
+            };
+            match received {
                 Ok(Signal::Event(frame)) => match self.pos.get(&frame.key) {
                     None => {}
                     Some(at) if frame.seq <= at => {}

@@ -10,8 +10,10 @@
 //! - A receiver that fell behind gets `RecvError::Lagged` and catches up from
 //!   the event log (see `feed`); nothing is lost, only re-read.
 //! - A frame is an `Arc<Frame>`: the channel moves a pointer, never bytes.
-//! - Broadcast and room frames are sent into each recipient's one channel, so
-//!   a stream holds exactly one receiver however many streams it follows.
+//! - Broadcast frames and hub-wide signals (ping, shutdown, resync) go
+//!   through one channel shared by every subscriber: one send wakes them
+//!   all, whatever their number. Room frames go into each member's own
+//!   channel. So a stream holds two receivers however many rooms it follows.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +68,10 @@ struct Entry {
     polls: usize,
 }
 
+/// Slots of the shared channel. It is one ring for the whole server, so it
+/// can be large: a burst of broadcasts never makes streams fall back to the log.
+const SHARED_CAPACITY: usize = 1024;
+
 /// 64 shards: publishers for different users rarely share a lock, and a
 /// broadcast walks the shards one at a time.
 const SHARDS: usize = 64;
@@ -79,6 +85,8 @@ struct Inner {
     capacity: usize,
     max_streams_per_user: usize,
     closing: AtomicBool,
+    /// Broadcast frames and hub-wide signals, shared by every subscriber.
+    all: broadcast::Sender<Signal>,
     /// Users whose stream count changed, when cluster presence is on.
     changed: Option<Mutex<HashSet<Uuid>>>,
 }
@@ -104,6 +112,7 @@ impl Hub {
                 capacity: capacity.max(2),
                 max_streams_per_user,
                 closing: AtomicBool::new(false),
+                all: broadcast::channel(SHARED_CAPACITY).0,
                 changed: track_changes.then(|| Mutex::new(HashSet::new())),
             }),
         }
@@ -151,6 +160,7 @@ impl Hub {
         }
         Ok(Subscription {
             rx,
+            all: self.inner.all.subscribe(),
             user,
             kind,
             hub: self.clone(),
@@ -220,12 +230,10 @@ impl Hub {
         }
     }
 
+    /// One send into the shared channel reaches every subscriber: a
+    /// broadcast costs the same for ten users or ten thousand.
     fn send_all(&self, signal: Signal) {
-        for shard in self.inner.shards.iter() {
-            for entry in lock(shard).values() {
-                let _ = entry.tx.send(signal.clone());
-            }
-        }
+        let _ = self.inner.all.send(signal);
     }
 
     /// Every feed catches up from the log (after a gap in cluster delivery).
@@ -317,7 +325,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// One subscriber's receiver; leaving the hub happens on drop, so a stream
 /// that ends in any way (client gone, shutdown, panic) is always counted out.
 pub struct Subscription {
+    /// The user's own channel (their events, room events, force-disconnect).
     pub rx: broadcast::Receiver<Signal>,
+    /// The channel shared by everyone (broadcasts, pings, shutdown).
+    pub all: broadcast::Receiver<Signal>,
     user: Uuid,
     kind: SubscriberKind,
     hub: Hub,
@@ -407,8 +418,9 @@ mod tests {
             "notification".into(),
             "{}".into(),
         )));
-        assert!(matches!(s1.rx.try_recv(), Ok(Signal::Event(_))));
-        assert!(matches!(s2.rx.try_recv(), Ok(Signal::Event(_))));
+        assert!(matches!(s1.all.try_recv(), Ok(Signal::Event(_))));
+        assert!(matches!(s2.all.try_recv(), Ok(Signal::Event(_))));
+        assert!(matches!(s1.all.try_recv(), Err(TryRecvError::Empty)));
         assert!(matches!(s1.rx.try_recv(), Err(TryRecvError::Empty)));
         assert_eq!(hub.close_user(u1), 1);
         assert!(matches!(s1.rx.try_recv(), Ok(Signal::Close)));
