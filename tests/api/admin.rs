@@ -5,10 +5,13 @@
 
 use std::time::Duration;
 
+use eventsource_stream::Event;
 use reqwest::{header, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_api_error, spawn_app, spawn_app_with, SseClient, TestApp, TestUser};
+use crate::helpers::{
+    assert_api_error, spawn_app, spawn_app_with, start, test_config, SseClient, TestApp, TestUser,
+};
 
 /// `POST /api/admin/events` as `admin`.
 async fn emit(
@@ -164,7 +167,7 @@ async fn an_event_to_a_user_reaches_that_users_stream_with_the_given_data() {
 }
 
 #[tokio::test]
-async fn an_event_to_users_reaches_each_named_user() {
+async fn an_event_to_users_reaches_each_named_user_once() {
     // Arrange
     let app = spawn_app().await;
     let admin = app.admin().await;
@@ -177,7 +180,7 @@ async fn an_event_to_users_reaches_each_named_user() {
     emit_ok(
         &app,
         &admin,
-        json!({"users": [alice.id, bob.id]}),
+        json!({"users": [alice.id, bob.id, alice.id]}),
         "team:update",
         json!({"v": 1}),
     )
@@ -302,6 +305,52 @@ async fn a_bad_target_is_422() {
 
 // --- rooms --------------------------------------------------------------------
 
+/// Posts `n` as a `room:msg` to room `team-1`.
+async fn room_msg(app: &TestApp, admin: &TestUser, n: &str) {
+    emit_ok(
+        app,
+        admin,
+        json!({"room": "team-1"}),
+        "room:msg",
+        json!({ "n": n }),
+    )
+    .await;
+}
+
+/// `name`, or `name=<data.n>` when the data has an `n`.
+fn label(event: &Event) -> String {
+    let envelope: Value = serde_json::from_str(&event.data).expect("a JSON envelope");
+    match envelope["data"]["n"].as_str() {
+        Some(n) => format!("{}={n}", event.event),
+        None => event.event.clone(),
+    }
+}
+
+/// The server may tell a user of their own membership changes
+/// (`room:joined` / `room:left`); the contract neither requires nor forbids
+/// it, so the room tests leave those out and hold either way.
+fn is_membership_notice(event: &Event) -> bool {
+    event.event == "room:joined" || event.event == "room:left"
+}
+
+/// Asserts `stream` sends exactly `expected` (as `label`s, in order, each
+/// within 5 s), then nothing more for 300 ms.
+async fn assert_receives(stream: &mut SseClient, expected: &[&str], what: &str) {
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        let event = stream.next().await;
+        if !is_membership_notice(&event) {
+            got.push(label(&event));
+        }
+    }
+    while let Some(event) = stream.quiet_for(300).await {
+        if !is_membership_notice(&event) {
+            got.push(label(&event));
+        }
+    }
+    assert_eq!(got, expected, "{what}");
+}
+
 #[tokio::test]
 async fn a_room_event_reaches_members_and_not_others() {
     // Arrange
@@ -314,19 +363,11 @@ async fn a_room_event_reaches_members_and_not_others() {
     let (mut bobs, _) = app.stream_connected(&bob).await;
 
     // Act
-    emit_ok(
-        &app,
-        &admin,
-        json!({"room": "team-1"}),
-        "room:msg",
-        json!({"n": 1}),
-    )
-    .await;
+    room_msg(&app, &admin, "1").await;
 
     // Assert
-    assert_eq!(alices.expect("room:msg").await.1, json!({"n": 1}));
-    assert_quiet(&mut alices, "alice").await;
-    assert_quiet(&mut bobs, "bob (not a member)").await;
+    assert_receives(&mut alices, &["room:msg=1"], "room events").await;
+    assert_receives(&mut bobs, &[], "bob is no member").await;
 }
 
 #[tokio::test]
@@ -337,36 +378,21 @@ async fn a_member_who_left_gets_no_further_room_events_live_or_on_resume() {
     let alice = app.user().await;
     assert_eq!(join(&app, &admin, "team-1", &alice.id).await.status(), 204);
     let (mut stream, _) = app.stream_connected(&alice).await;
-    emit_ok(
-        &app,
-        &admin,
-        json!({"room": "team-1"}),
-        "room:msg",
-        json!({"n": 1}),
-    )
-    .await;
+    room_msg(&app, &admin, "member").await;
     let (last, _) = stream.expect("room:msg").await;
 
     // Act
     let res = leave(&app, &admin, "team-1", &alice.id).await;
-    emit_ok(
-        &app,
-        &admin,
-        json!({"room": "team-1"}),
-        "room:msg",
-        json!({"n": 2}),
-    )
-    .await;
+    room_msg(&app, &admin, "left").await;
     emit_ok(&app, &admin, json!({"user": alice.id}), "direct", json!({})).await;
 
     // Assert
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    stream.expect("direct").await;
+    assert_receives(&mut stream, &["direct"], "live").await;
     drop(stream);
     let mut resumed = app.resume(&alice.token, &last.id).await;
     resumed.expect("connected").await;
-    resumed.expect("direct").await;
-    assert_quiet(&mut resumed, "alice after leaving").await;
+    assert_receives(&mut resumed, &["direct"], "on resume").await;
 }
 
 #[tokio::test]
@@ -380,20 +406,12 @@ async fn a_member_gets_room_events_published_while_offline_on_resume() {
     drop(stream);
 
     // Act
-    emit_ok(
-        &app,
-        &admin,
-        json!({"room": "team-1"}),
-        "room:msg",
-        json!({"n": 1}),
-    )
-    .await;
+    room_msg(&app, &admin, "offline").await;
     let mut resumed = app.resume(&alice.token, &last_id).await;
 
     // Assert
     resumed.expect("connected").await;
-    assert_eq!(resumed.expect("room:msg").await.1, json!({"n": 1}));
-    assert_quiet(&mut resumed, "alice").await;
+    assert_receives(&mut resumed, &["room:msg=offline"], "room events").await;
 }
 
 #[tokio::test]
@@ -404,31 +422,16 @@ async fn a_new_member_gets_no_room_events_from_before_joining_on_resume() {
     let bob = app.user().await;
     let (stream, before_join) = app.stream_connected(&bob).await;
     drop(stream);
-    emit_ok(
-        &app,
-        &admin,
-        json!({"room": "team-1"}),
-        "room:msg",
-        json!({"n": "before"}),
-    )
-    .await;
+    room_msg(&app, &admin, "before").await;
 
     // Act
     assert_eq!(join(&app, &admin, "team-1", &bob.id).await.status(), 204);
-    emit_ok(
-        &app,
-        &admin,
-        json!({"room": "team-1"}),
-        "room:msg",
-        json!({"n": "after"}),
-    )
-    .await;
+    room_msg(&app, &admin, "after").await;
     let mut resumed = app.resume(&bob.token, &before_join).await;
 
     // Assert
     resumed.expect("connected").await;
-    assert_eq!(resumed.expect("room:msg").await.1, json!({"n": "after"}));
-    assert_quiet(&mut resumed, "bob").await;
+    assert_receives(&mut resumed, &["room:msg=after"], "room events").await;
 }
 
 #[tokio::test]
@@ -438,29 +441,14 @@ async fn a_live_stream_of_a_user_who_joins_receives_room_events_without_reconnec
     let admin = app.admin().await;
     let alice = app.user().await;
     let (mut stream, _) = app.stream_connected(&alice).await;
-    emit_ok(
-        &app,
-        &admin,
-        json!({"room": "team-1"}),
-        "room:msg",
-        json!({"n": "before"}),
-    )
-    .await;
+    room_msg(&app, &admin, "before").await;
 
     // Act
     assert_eq!(join(&app, &admin, "team-1", &alice.id).await.status(), 204);
-    emit_ok(
-        &app,
-        &admin,
-        json!({"room": "team-1"}),
-        "room:msg",
-        json!({"n": "after"}),
-    )
-    .await;
+    room_msg(&app, &admin, "after").await;
 
     // Assert
-    assert_eq!(stream.expect("room:msg").await.1, json!({"n": "after"}));
-    assert_quiet(&mut stream, "alice").await;
+    assert_receives(&mut stream, &["room:msg=after"], "room events").await;
 }
 
 #[tokio::test]
@@ -492,14 +480,7 @@ async fn room_membership_changes_are_idempotent_204s() {
         join(&app, &admin, "team-1", &alice.id).await.status(),
         join(&app, &admin, "team-1", &alice.id).await.status(),
     ];
-    emit_ok(
-        &app,
-        &admin,
-        json!({"room": "team-1"}),
-        "room:msg",
-        json!({}),
-    )
-    .await;
+    room_msg(&app, &admin, "once").await;
     let leaves = [
         leave(&app, &admin, "team-1", &alice.id).await.status(),
         leave(&app, &admin, "team-1", &alice.id).await.status(),
@@ -508,8 +489,109 @@ async fn room_membership_changes_are_idempotent_204s() {
     // Assert
     assert_eq!(joins, [StatusCode::NO_CONTENT; 2]);
     assert_eq!(leaves, [StatusCode::NO_CONTENT; 2]);
-    stream.expect("room:msg").await;
-    assert_quiet(&mut stream, "alice (joined twice, one membership)").await;
+    assert_receives(
+        &mut stream,
+        &["room:msg=once"],
+        "joined twice, one membership",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_member_who_leaves_and_rejoins_gets_nothing_from_the_gap_live_or_on_resume() {
+    // Arrange
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let alice = app.user().await;
+    assert_eq!(join(&app, &admin, "team-1", &alice.id).await.status(), 204);
+    let (mut live, before) = app.stream_connected(&alice).await;
+    room_msg(&app, &admin, "member").await;
+
+    // Act
+    assert_eq!(leave(&app, &admin, "team-1", &alice.id).await.status(), 204);
+    room_msg(&app, &admin, "gap").await;
+    assert_eq!(join(&app, &admin, "team-1", &alice.id).await.status(), 204);
+    room_msg(&app, &admin, "back").await;
+
+    // Assert
+    let expected = ["room:msg=member", "room:msg=back"];
+    assert_receives(&mut live, &expected, "live").await;
+    let mut resumed = app.resume(&alice.token, &before).await;
+    resumed.expect("connected").await;
+    assert_receives(&mut resumed, &expected, "on resume").await;
+}
+
+#[tokio::test]
+async fn a_former_member_gets_on_resume_the_room_events_from_while_they_were_a_member() {
+    // Arrange: alice's position is taken while she is a member.
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let alice = app.user().await;
+    assert_eq!(join(&app, &admin, "team-1", &alice.id).await.status(), 204);
+    let (stream, position) = app.stream_connected(&alice).await;
+    drop(stream);
+
+    // Act
+    room_msg(&app, &admin, "member").await;
+    assert_eq!(leave(&app, &admin, "team-1", &alice.id).await.status(), 204);
+    room_msg(&app, &admin, "left").await;
+    let mut resumed = app.resume(&alice.token, &position).await;
+
+    // Assert
+    resumed.expect("connected").await;
+    assert_receives(&mut resumed, &["room:msg=member"], "room events").await;
+}
+
+#[tokio::test]
+async fn a_resume_delivers_room_events_of_a_membership_that_began_and_ended_while_offline() {
+    // Arrange: bob's position is taken before he joins.
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let bob = app.user().await;
+    let (stream, position) = app.stream_connected(&bob).await;
+    drop(stream);
+
+    // Act: joined, an event while a member, left — all while offline.
+    room_msg(&app, &admin, "before").await;
+    assert_eq!(join(&app, &admin, "team-1", &bob.id).await.status(), 204);
+    room_msg(&app, &admin, "member").await;
+    assert_eq!(leave(&app, &admin, "team-1", &bob.id).await.status(), 204);
+    room_msg(&app, &admin, "left").await;
+    let mut resumed = app.resume(&bob.token, &position).await;
+
+    // Assert
+    resumed.expect("connected").await;
+    assert_receives(&mut resumed, &["room:msg=member"], "room events").await;
+}
+
+#[tokio::test]
+async fn room_membership_is_stored_and_survives_a_restart() {
+    // Arrange
+    let db_dir = tempfile::tempdir().unwrap();
+    let mut app = start(test_config(&db_dir), tempfile::tempdir().unwrap()).await;
+    let admin = app.admin().await;
+    let (alice, bob) = (app.user().await, app.user().await);
+    assert_eq!(join(&app, &admin, "team-1", &alice.id).await.status(), 204);
+    let (_, alices_position) = app.stream_connected(&alice).await;
+    let (_, bobs_position) = app.stream_connected(&bob).await;
+
+    // Act
+    app.stop().await;
+    drop(app);
+    let app = start(test_config(&db_dir), tempfile::tempdir().unwrap()).await;
+    room_msg(&app, &admin, "1").await;
+    let mut alices = app.resume(&alice.token, &alices_position).await;
+    let mut bobs = app.resume(&bob.token, &bobs_position).await;
+
+    // Assert: on resume, and live on a new stream.
+    alices.expect("connected").await;
+    assert_receives(&mut alices, &["room:msg=1"], "room events").await;
+    bobs.expect("connected").await;
+    assert_receives(&mut bobs, &[], "bob is no member").await;
+    let (mut fresh, _) = app.stream_connected(&alice).await;
+    room_msg(&app, &admin, "2").await;
+    assert_receives(&mut fresh, &["room:msg=2"], "room events").await;
+    assert_receives(&mut alices, &["room:msg=2"], "room events").await;
 }
 
 // --- connections ------------------------------------------------------------
@@ -558,6 +640,42 @@ async fn connections_count_open_streams_per_user() {
     assert_eq!(view["users"].as_array().unwrap().len(), 2, "{view}");
     assert_eq!(count_of(&view, &alice), Some(2), "{view}");
     assert_eq!(count_of(&view, &bob), Some(1), "{view}");
+}
+
+#[tokio::test]
+async fn long_polls_are_not_counted_as_connections() {
+    // Arrange: a stream and a pending long-poll of alice.
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let alice = app.user().await;
+    let _stream = app.stream_connected(&alice).await;
+    let poll = tokio::spawn({
+        let request = app
+            .client
+            .get(app.url("/events/poll?timeout=10"))
+            .bearer_auth(&alice.token);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    });
+
+    // Act: look while the long-poll is waiting.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    while tokio::time::Instant::now() < deadline {
+        let view = connections(&app, &admin).await;
+        let one = user_connections(&app, &admin, &alice).await;
+
+        // Assert
+        assert_eq!(view["total"], 1, "{view}");
+        assert_eq!(one["connections"], 1, "{one}");
+    }
+    emit_ok(&app, &admin, json!({"user": alice.id}), "wake", json!({})).await;
+    let polled = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("the long-poll answers")
+        .unwrap();
+    assert_eq!(
+        polled["events"][0]["event"], "wake",
+        "the poll was pending: {polled}"
+    );
 }
 
 #[tokio::test]
@@ -624,6 +742,13 @@ async fn disconnecting_a_user_ends_their_streams_within_a_second() {
     .await;
     bobs.expect("still-here").await;
     assert_eq!(count_of(&connections(&app, &admin).await, &bob), Some(1));
+    let again = app
+        .delete(
+            &format!("/api/admin/users/{}/connections", alice.id),
+            &admin.token,
+        )
+        .await;
+    assert_eq!(again.json::<Value>().await.unwrap(), json!({"closed": 0}));
 }
 
 // --- metrics ----------------------------------------------------------------
@@ -718,6 +843,82 @@ async fn metrics_are_prometheus_text_with_the_contract_series() {
     assert!(!text.contains(id), "no concrete id in a label");
 }
 
+/// The contract's series, each with a sample (not only a `# TYPE` line).
+const SERIES: [&str; 7] = [
+    "earntrack_open_streams",
+    "earntrack_events_published_total",
+    "earntrack_events_delivered_total",
+    "earntrack_events_replayed_total",
+    "earntrack_slow_subscriber_drops_total",
+    "earntrack_http_requests_total",
+    "earntrack_http_request_duration_seconds",
+];
+
+fn has_sample(text: &str, name: &str) -> bool {
+    text.lines().any(|l| {
+        l.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with([' ', '{', '_']))
+    })
+}
+
+#[tokio::test]
+async fn a_fresh_server_exports_every_contract_series_from_the_start() {
+    // Arrange: a server process of its own (the recorder is process-wide,
+    // so only a new process shows what an operator's first scrape sees).
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_earntrack"))
+        .env_clear()
+        .env("EARNTRACK_ADDR", "127.0.0.1:0")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("m.db").display()),
+        )
+        .env("JWT_SECRET", "metrics-test-secret")
+        .env("EARNTRACK_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the server binary starts");
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let addr = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let log: Value = serde_json::from_str(&line).unwrap_or_default();
+            if log["fields"]["message"] == "listening" {
+                return log["fields"]["addr"].as_str().unwrap().to_owned();
+            }
+        }
+        panic!("the server exited before listening");
+    })
+    .await
+    .expect("the server listens within 10 s");
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    // Act
+    let text = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // Assert
+    let missing: Vec<&str> = SERIES
+        .into_iter()
+        .filter(|n| !has_sample(&text, n))
+        .collect();
+    assert!(missing.is_empty(), "missing {missing:?} in:\n{text}");
+}
+
 #[tokio::test]
 async fn event_counters_increase_when_events_flow() {
     // Arrange
@@ -725,6 +926,7 @@ async fn event_counters_increase_when_events_flow() {
     let admin = app.admin().await;
     let alice = app.user().await;
     let (mut stream, _) = app.stream_connected(&alice).await;
+    let (mut tab, _) = app.stream_connected(&alice).await;
     let before = metrics_text(&app).await;
 
     // Act
@@ -740,18 +942,22 @@ async fn event_counters_increase_when_events_flow() {
     }
     for _ in 0..3 {
         stream.expect("counted").await;
+        tab.expect("counted").await;
     }
     let after = metrics_text(&app).await;
 
     // Assert: the recorder is process-global and tests run in parallel, so
-    // other tests may add to the counters too; ours add at least 3.
-    for name in [
-        "earntrack_events_published_total",
-        "earntrack_events_delivered_total",
+    // other tests may add to the counters too: 3 events published, each
+    // delivered to 2 streams, and our 2 streams still open.
+    for (name, ours) in [
+        ("earntrack_events_published_total", 3.0),
+        ("earntrack_events_delivered_total", 6.0),
     ] {
         let (was, now) = (total(&before, name), total(&after, name));
-        assert!(now - was >= 3.0, "{name} went from {was} to {now}");
+        assert!(now - was >= ours, "{name} went from {was} to {now}");
     }
+    let open = total(&after, "earntrack_open_streams");
+    assert!(open >= 2.0, "open streams {open}");
     let (was, now) = (
         total(&before, "earntrack_http_requests_total"),
         total(&after, "earntrack_http_requests_total"),
@@ -777,6 +983,10 @@ async fn metric_labels_carry_no_user_ids_tokens_or_event_names() {
     assert_eq!(join(&app, &admin, "team-1", &alice.id).await.status(), 204);
     user_connections(&app, &admin, &alice).await;
     user_connections(&app, &admin, &bob).await;
+    let stray = app
+        .get(&format!("/no-such-route/{}", alice.id), &alice.token)
+        .await;
+    assert_eq!(stray.status(), StatusCode::NOT_FOUND);
     let secret_name = format!("free-form-{}", uuid::Uuid::new_v4().simple());
     emit_ok(
         &app,
@@ -786,7 +996,7 @@ async fn metric_labels_carry_no_user_ids_tokens_or_event_names() {
         json!({}),
     )
     .await;
-    stream.expect(&secret_name).await;
+    assert_receives(&mut stream, &[secret_name.as_str()], "the event").await;
 
     // Act
     let text = metrics_text(&app).await;

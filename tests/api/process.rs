@@ -45,9 +45,13 @@ fn capture(
 }
 
 impl Server {
-    /// Start the binary on `db` (SQLite) and wait until `/readyz` answers 200.
-    /// `jwt_secret: None` leaves `JWT_SECRET` unset.
+    /// Start the binary on `db` (SQLite) with `RUST_LOG=info` and wait until
+    /// `/readyz` answers 200. `jwt_secret: None` leaves `JWT_SECRET` unset.
     async fn start(db: &Path, jwt_secret: Option<&str>) -> Server {
+        Server::start_logging(db, jwt_secret, "info").await
+    }
+
+    async fn start_logging(db: &Path, jwt_secret: Option<&str>, rust_log: &str) -> Server {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_earntrack"));
         for (key, _) in std::env::vars() {
@@ -60,7 +64,7 @@ impl Server {
         command
             .env("EARNTRACK_ADDR", addr.to_string())
             .env("DATABASE_URL", format!("sqlite://{}", db.display()))
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -152,9 +156,13 @@ impl Server {
     }
 
     fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    fn signal(&self, name: &str) {
         let pid = self.child.id().expect("still running").to_string();
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .unwrap();
         assert!(status.success());
@@ -174,57 +182,64 @@ impl Server {
 }
 
 #[tokio::test]
-async fn sigterm_ends_streams_cleanly_answers_long_polls_and_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&dir.path().join("p.db"), Some("process-secret")).await;
-    let (_, token) = server.register().await;
-    let mut streams = [server.stream(&token).await, server.stream(&token).await];
-    let long_poll = {
-        let request = server
-            .client
-            .get(server.url("/events/poll?timeout=30"))
-            .bearer_auth(&token);
-        tokio::spawn(async move {
-            let res = request.send().await.unwrap();
-            (res.status(), Instant::now())
-        })
-    };
-    // Give the long-poll time to be waiting on the server.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+async fn sigterm_or_sigint_ends_streams_cleanly_answers_long_polls_and_exits_zero() {
+    for signal in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Server::start(&dir.path().join("p.db"), Some("process-secret")).await;
+        let (_, token) = server.register().await;
+        let mut streams = [server.stream(&token).await, server.stream(&token).await];
+        let long_poll = {
+            let request = server
+                .client
+                .get(server.url("/events/poll?timeout=30"))
+                .bearer_auth(&token);
+            tokio::spawn(async move {
+                let res = request.send().await.unwrap();
+                (res.status(), Instant::now())
+            })
+        };
+        // Give the long-poll time to be waiting on the server.
+        tokio::time::sleep(Duration::from_millis(300)).await;
 
-    server.sigterm();
-    let signalled = Instant::now();
+        server.signal(signal);
+        let signalled = Instant::now();
 
-    for stream in &mut streams {
-        // `next_or_end` panics on a transport error: the end must be clean.
+        for stream in &mut streams {
+            // `next_or_end` panics on a transport error: the end must be clean.
+            assert!(
+                stream.next_or_end(2).await.is_none(),
+                "a stream carried on after SIG{signal}"
+            );
+        }
         assert!(
-            stream.next_or_end(2).await.is_none(),
-            "a stream carried on after SIGTERM"
+            signalled.elapsed() < Duration::from_secs(2),
+            "SIG{signal}: streams took {:?}",
+            signalled.elapsed()
+        );
+        let (poll_status, answered) = tokio::time::timeout(Duration::from_secs(2), long_poll)
+            .await
+            .expect("the pending long-poll is answered at once")
+            .unwrap();
+        assert_eq!(poll_status, StatusCode::OK);
+        assert!(answered.duration_since(signalled) < Duration::from_secs(2));
+        let status = server.exits_within(Duration::from_secs(10)).await;
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "SIG{signal}: exit status {status}:\n{}",
+            server.output()
+        );
+        let refused = tokio::net::TcpStream::connect(server.addr).await;
+        assert!(
+            matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+            "after exit the port answered {refused:?}"
+        );
+        let ready = server.client.get(server.url("/readyz")).send().await;
+        assert!(
+            matches!(&ready, Err(e) if e.is_connect()),
+            "/readyz after exit: {ready:?}"
         );
     }
-    assert!(
-        signalled.elapsed() < Duration::from_secs(2),
-        "streams took {:?}",
-        signalled.elapsed()
-    );
-    let (poll_status, answered) = tokio::time::timeout(Duration::from_secs(2), long_poll)
-        .await
-        .expect("the pending long-poll is answered at once")
-        .unwrap();
-    assert_eq!(poll_status, StatusCode::OK);
-    assert!(answered.duration_since(signalled) < Duration::from_secs(2));
-    let status = server.exits_within(Duration::from_secs(10)).await;
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit status {status}:\n{}",
-        server.output()
-    );
-    let refused = tokio::net::TcpStream::connect(server.addr).await;
-    assert!(
-        matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
-        "after exit the port answered {refused:?}"
-    );
 }
 
 /// True when `access_token=` is followed by a long token-like value.
@@ -241,7 +256,9 @@ fn logs_a_query_token(output: &str) -> bool {
 #[tokio::test]
 async fn no_token_value_reaches_the_logs_wherever_the_token_came_from() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&dir.path().join("p.db"), Some("process-secret")).await;
+    // The most verbose level: no log line at all may carry the token.
+    let mut server =
+        Server::start_logging(&dir.path().join("p.db"), Some("process-secret"), "trace").await;
     let (_, token) = server.register().await;
     let client = &server.client;
 

@@ -12,6 +12,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use earntrack::Config;
+
 use crate::helpers::{spawn_app, spawn_app_with, start, test_config, SseClient, TestApp, TestUser};
 
 fn data(event: &Event) -> Value {
@@ -86,11 +88,17 @@ fn encode(cursor: &str) -> String {
 }
 
 /// Stop `app` and start a new server on the same database file.
-async fn restart(mut app: TestApp) -> TestApp {
+async fn restart(app: TestApp) -> TestApp {
+    restart_with(app, |_| {}).await
+}
+
+async fn restart_with(mut app: TestApp, configure: impl FnOnce(&mut Config)) -> TestApp {
     let dir = std::mem::replace(&mut app.dir, tempfile::tempdir().unwrap());
     app.stop().await;
     drop(app);
-    start(test_config(&dir), dir).await
+    let mut config = test_config(&dir);
+    configure(&mut config);
+    start(config, dir).await
 }
 
 #[tokio::test]
@@ -220,6 +228,41 @@ async fn an_unusable_cursor_gets_sync_reset_with_the_current_position_then_live_
         expect_created(&mut stream, &live).await;
         expect_nothing_before_a_marker(&app, &alice, &mut stream).await;
     }
+}
+
+#[tokio::test]
+async fn a_cursor_pruned_by_retention_gets_sync_reset() {
+    let app = spawn_app().await;
+    let alice = app.user().await;
+    let platform = app.platform(&alice, "Upwork").await;
+    let (stream, old_cursor) = fresh_stream(&app, &alice).await;
+    drop(stream);
+    app.earning(&alice, &platform, 1.0).await;
+    app.earning(&alice, &platform, 2.0).await;
+
+    // Keep only the newest event per stream; the pruner runs as the server starts.
+    let app = restart_with(app, |c| c.retention_events = 1).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let query = format!("?after={}&timeout=0", encode(&old_cursor));
+        let (status, body, _) = poll(&app, &alice, &query).await;
+        assert_eq!(status, StatusCode::OK);
+        if body["events"][0]["event"] == "sync:reset" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pruned cursor still replays: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut stream = app.resume(&alice.token, &old_cursor).await;
+
+    stream.expect("connected").await;
+    let (reset, _) = stream.expect("sync:reset").await;
+    assert!(!reset.id.is_empty());
+    let live = app.earning(&alice, &platform, 3.0).await;
+    expect_created(&mut stream, &live).await;
 }
 
 #[tokio::test]
@@ -382,14 +425,16 @@ async fn long_poll_with_nothing_new_answers_after_the_timeout_with_the_cursor_un
 }
 
 #[tokio::test]
-async fn long_poll_timeout_over_30_seconds_is_400_bad_request() {
+async fn long_poll_timeout_over_30_seconds_or_not_a_number_is_400_bad_request() {
     let app = spawn_app().await;
     let alice = app.user().await;
 
-    let (status, body, _) = poll(&app, &alice, "?timeout=31").await;
+    for timeout in ["31", "-1", "soon"] {
+        let (status, body, _) = poll(&app, &alice, &format!("?timeout={timeout}")).await;
 
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["error"]["code"], "bad_request");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "timeout={timeout}");
+        assert_eq!(body["error"]["code"], "bad_request");
+    }
 }
 
 #[tokio::test]
@@ -448,13 +493,15 @@ async fn long_polls_are_not_counted_as_streams() {
 async fn a_lagging_subscriber_catches_up_without_losing_or_repeating_events() {
     let app = spawn_app_with(|c| c.channel_capacity = 2).await;
     let (alice, admin) = (app.user().await, app.admin().await);
-    // A client with a tiny receive window that reads nothing for now: the
-    // server cannot drain the channel into the socket either.
     let mut stream = stalled_stream(&app, &alice).await;
     let replayed_before = replayed_total(&app).await;
 
+    // Published while the client reads nothing: enough padded events (at
+    // least 50) to fill the socket buffers, after which the server cannot
+    // drain the 2-slot channel into the socket either, so it lags.
+    let total = (socket_buffers_bytes() / PAD + 10).max(50) as u64;
     let pad = "x".repeat(PAD);
-    for n in 0..50 {
+    for n in 0..total {
         let body =
             json!({"target": {"user": alice.id}, "event": "test:n", "data": {"n": n, "pad": pad}});
         let res = app.post("/api/admin/events", &admin.token, body).await;
@@ -463,8 +510,8 @@ async fn a_lagging_subscriber_catches_up_without_losing_or_repeating_events() {
 
     let mut seen = Vec::new();
     let mut last_id = String::new();
-    while seen.len() < 50 {
-        match stream.next_or_end(5).await {
+    while (seen.len() as u64) < total {
+        match stream.next_or_end(10).await {
             Some(event) if event.event == "test:n" => {
                 seen.push(data(&event)["n"].as_u64().unwrap());
                 last_id = event.id;
@@ -478,36 +525,43 @@ async fn a_lagging_subscriber_catches_up_without_losing_or_repeating_events() {
             }
         }
     }
-    assert_eq!(seen, (0..50).collect::<Vec<_>>());
+    assert_eq!(seen, (0..total).collect::<Vec<_>>());
     expect_nothing_before_a_marker(&app, &alice, &mut stream).await;
-    eprintln!("replayed {}", replayed_total(&app).await - replayed_before);
-    eprintln!(
-        "{}",
-        app.client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-            .lines()
-            .filter(|l| !l.starts_with("#"))
-            .collect::<Vec<_>>()
-            .join("\n")
+    // The subscriber did fall behind the channel and was served from the log
+    // (the counter is process-wide, so this only shows the path was taken).
+    assert!(
+        replayed_total(&app).await > replayed_before,
+        "the subscriber never lagged"
     );
 }
 
-/// Padding per test event: with it, a few events fill the small socket
-/// buffers of a stalled client.
+/// Padding per test event (the data limit is 64 KiB).
 const PAD: usize = 60_000;
 
-/// An `/events` stream over a socket with a tiny receive buffer, that reads
-/// nothing until the test polls it (HTTP/1.0, so the body is plain SSE).
+/// Bytes a stalled connection can absorb: the server's largest send buffer,
+/// the client's receive buffer, and a margin for hyper's own buffers.
+fn socket_buffers_bytes() -> usize {
+    let third = |path: &str, default: usize| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
+            .unwrap_or(default)
+    };
+    let second = |path: &str, default: usize| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            .unwrap_or(default)
+    };
+    third("/proc/sys/net/ipv4/tcp_wmem", 4 << 20)
+        + second("/proc/sys/net/ipv4/tcp_rmem", 128 << 10)
+        + (1 << 20)
+}
+
+/// An `/events` stream over a raw socket that reads nothing until the test
+/// polls it (HTTP/1.0, so the body is plain SSE and no client buffers it).
 async fn stalled_stream(app: &TestApp, user: &TestUser) -> SseClient {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut tcp = socket.connect(app.addr).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let request = format!(
         "GET /events HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
         app.addr, user.token
@@ -526,7 +580,7 @@ async fn stalled_stream(app: &TestApp, user: &TestUser) -> SseClient {
     let head = String::from_utf8(head).unwrap();
     assert!(head.contains(" 200 "), "{head}");
     let body = futures_util::stream::unfold(tcp, |mut tcp| async move {
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut buf = vec![0u8; 64 * 1024];
         match tcp.read(&mut buf).await {
             Ok(0) => None,
             Ok(n) => {
@@ -583,7 +637,7 @@ fn seen_key(event: &Event) -> Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_that_keeps_reconnecting_sees_every_event_of_concurrent_writers_exactly_once() {
     const WRITERS: usize = 4;
-    const ITERATIONS: usize = 25;
+    const ITERATIONS: usize = 50;
     const EXPECTED: usize = WRITERS * ITERATIONS * 4;
     let app = std::sync::Arc::new(spawn_app().await);
     let alice = app.user().await;
@@ -653,7 +707,7 @@ async fn a_reader_that_keeps_reconnecting_sees_every_event_of_concurrent_writers
         per_writer.push(writer.await.unwrap());
     }
 
-    assert!(reconnects >= 10, "only {reconnects} reconnects");
+    assert!(reconnects >= 20, "only {reconnects} reconnects");
     let mut counts: HashMap<&Seen, usize> = HashMap::new();
     for key in &seen {
         *counts.entry(key).or_default() += 1;

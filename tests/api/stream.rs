@@ -106,7 +106,16 @@ async fn stream_answers_200_as_an_unbuffered_event_stream_without_content_length
     let app = spawn_app().await;
     let alice = app.user().await;
 
-    let stream = app.stream(&alice.token, "").await;
+    // A client that accepts compression still gets an uncompressed stream.
+    let res = app
+        .client
+        .get(app.url("/events"))
+        .bearer_auth(&alice.token)
+        .header(header::ACCEPT_ENCODING, "gzip, deflate, br, zstd")
+        .send()
+        .await
+        .unwrap();
+    let stream = SseClient::new(res);
 
     assert_eq!(stream.status, StatusCode::OK);
     let content_type = stream.headers[header::CONTENT_TYPE].to_str().unwrap();
@@ -578,12 +587,19 @@ async fn an_http_1_0_client_gets_the_stream_unchunked() {
 #[tokio::test]
 async fn a_stream_whose_token_expires_gets_auth_expired_and_ends() {
     let app = spawn_app_with(|c| c.token_ttl_secs = 2).await;
+    let issued = std::time::Instant::now();
     let alice = app.user().await;
     let mut stream = connected_stream(&app, &alice, "").await;
 
     let expired = stream.next_within(4).await;
 
     assert_eq!(expired.event, "auth:expired");
+    // `exp` is whole seconds, 2 s after an `iat` rounded down: never before 1 s.
+    assert!(
+        issued.elapsed() >= Duration::from_secs(1),
+        "ended {:?} after issue",
+        issued.elapsed()
+    );
     assert_eq!(envelope(&expired)["event"], "auth:expired");
     assert!(
         stream.next_or_end(1).await.is_none(),
@@ -628,7 +644,7 @@ async fn admin_connections_counts_open_streams_per_user() {
     let (alice, bob, admin) = (app.user().await, app.user().await, app.admin().await);
     let _a1 = connected_stream(&app, &alice, "").await;
     let _a2 = connected_stream(&app, &alice, "").await;
-    let _b1 = connected_stream(&app, &bob, "").await;
+    let b1 = connected_stream(&app, &bob, "").await;
 
     let res = app.get("/api/admin/connections", &admin.token).await;
 
@@ -660,6 +676,29 @@ async fn admin_connections_counts_open_streams_per_user() {
         .await
         .unwrap();
     assert_eq!(one, json!({"userId": alice.id, "connections": 2}));
+    // A closed stream drops out of the count.
+    drop(b1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let body: Value = app
+            .get("/api/admin/connections", &admin.token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if body["total"] == 2 {
+            assert_eq!(
+                body["users"],
+                json!([{"userId": alice.id, "connections": 2}])
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still counted after 3 s: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let res = app.get("/api/admin/connections", &alice.token).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(error_code(res).await, "forbidden");
@@ -714,4 +753,17 @@ async fn events_without_a_token_is_401_missing_token() {
         .unwrap()
         .starts_with("application/json"));
     assert_eq!(error_code(res).await, "missing_token");
+}
+
+#[tokio::test]
+async fn events_with_a_bad_token_is_401_invalid_token() {
+    let app = spawn_app().await;
+    let alice = app.user().await;
+
+    for token in [format!("{}x", alice.token), "not-a-jwt".to_owned()] {
+        let res = app.get("/events", &token).await;
+
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(error_code(res).await, "invalid_token");
+    }
 }
