@@ -22,6 +22,8 @@ cargo test --all-targets -- --test-threads="$threads"
 if [[ -n "${POSTGRES_URL:-}" ]]; then
     echo "== tests/api on PostgreSQL"
     EARNTRACK_TEST_BACKEND=postgres cargo test --test api -- --test-threads="$threads"
+    echo "== cluster: several server processes on one PostgreSQL database"
+    cargo test --test cluster
 else
     echo "== POSTGRES_URL unset: skipping the PostgreSQL and cluster suites"
 fi

@@ -13,6 +13,7 @@
 //! - Control messages (force-disconnect, room membership) travel on a second
 //!   channel, sent after their change commits.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,9 +43,11 @@ struct EventNote<'a> {
     s: i64,
     /// Name and envelope, absent when too large for NOTIFY.
     #[serde(skip_serializing_if = "Option::is_none")]
-    n: Option<&'a str>,
+    #[serde(borrow)]
+    n: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    e: Option<&'a str>,
+    #[serde(borrow)]
+    e: Option<Cow<'a, str>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -77,8 +80,8 @@ pub async fn notify_frame(
         o: origin,
         k: frame.key.to_string(),
         s: frame.seq,
-        n: Some(&frame.name),
-        e: Some(&frame.envelope),
+        n: Some(frame.name.as_str().into()),
+        e: Some(frame.envelope.as_str().into()),
     };
     let mut payload = serde_json::to_string(&full).expect("serializable");
     if payload.len() > MAX_PAYLOAD {
@@ -236,7 +239,7 @@ async fn handle(db: &Db, hub: &Hub, channel: &str, payload: &str) {
     };
     let frame = match (note.n, note.e) {
         (Some(name), Some(envelope)) => {
-            Frame::new(key, note.s, name.to_owned(), envelope.to_owned())
+            Frame::new(key, note.s, name.into_owned(), envelope.into_owned())
         }
         // Too large for NOTIFY: read it from the log.
         _ => match fetch(db, &note.k, note.s).await {

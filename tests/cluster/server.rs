@@ -1,0 +1,424 @@
+//! Real `earntrack` processes forming a cluster on one test database.
+//!
+//! - `Cluster::start` runs the servers one after the other, each on a port
+//!   that was free a moment ago, and waits for `/readyz` 200 (which, in a
+//!   cluster, means its listener is connected). Starting them in turn also
+//!   tells us which `earntrack-listener-*` connection belongs to which one.
+//! - Output goes to files in a temporary folder and is printed when a test
+//!   fails. Servers are killed (SIGKILL) when the cluster goes; before the
+//!   database, so they are not left retrying it.
+//! - At most `PARALLEL` clusters run at once: every server holds a few
+//!   connections of a PostgreSQL with 100 in all, and tests that measure
+//!   latency should not fight over two CPUs with ten others.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::db::{server_url, TestDb};
+use crate::sse::Sse;
+
+const PARALLEL: usize = 2;
+static SLOTS: Semaphore = Semaphore::const_new(PARALLEL);
+
+/// How a REST call may take at most (streams have no overall timeout).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: String,
+    pub token: String,
+}
+
+/// The HTTP face of one server; cheap to clone into tasks.
+#[derive(Clone)]
+pub struct Api {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    client: reqwest::Client,
+}
+
+impl Api {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn request(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .timeout(REQUEST_TIMEOUT)
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Response {
+        request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request to server {}: {e}", self.name))
+    }
+
+    /// `path` with `body`, asserting `status`; the response body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+        status: StatusCode,
+    ) -> Value {
+        let mut request = self.request(method.clone(), path, token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let res = self.send(request).await;
+        let got = res.status();
+        let text = res.text().await.unwrap_or_default();
+        assert_eq!(got, status, "{method} {path} on {}: {text}", self.name);
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Value {
+        self.call(Method::GET, path, token, None, StatusCode::OK)
+            .await
+    }
+
+    pub async fn register(&self, email: &str) -> User {
+        let res = self
+            .send(
+                self.client
+                    .post(self.url("/api/auth/register"))
+                    .timeout(REQUEST_TIMEOUT)
+                    .json(&json!({"email": email, "password": "correct horse"})),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED, "register {email}");
+        let body: Value = res.json().await.expect("a JSON body");
+        User {
+            id: body["user"]["id"].as_str().expect("user.id").to_owned(),
+            token: body["token"].as_str().expect("token").to_owned(),
+        }
+    }
+
+    /// A new user with a random email.
+    pub async fn user(&self) -> User {
+        let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
+        self.register(&email).await
+    }
+
+    pub async fn admin(&self) -> User {
+        self.register("admin@example.com").await
+    }
+
+    /// A platform of `user`'s, its id. (It publishes `platforms:new`: make
+    /// it before opening the streams a test counts.)
+    pub async fn platform(&self, user: &User) -> String {
+        let body = json!({"name": "Upwork", "color": "#14a800"});
+        let platform = self
+            .call(
+                Method::POST,
+                "/api/platforms",
+                &user.token,
+                Some(body),
+                StatusCode::CREATED,
+            )
+            .await;
+        platform["id"].as_str().expect("platform.id").to_owned()
+    }
+
+    /// A new earning of `user`'s with these `notes`; its id.
+    pub async fn earning(&self, user: &User, platform: &str, notes: &str) -> String {
+        let body = json!({"platformId": platform, "date": "2024-01-15", "hours": 2, "amount": 100.5, "notes": notes});
+        let earning = self
+            .call(
+                Method::POST,
+                "/api/earnings",
+                &user.token,
+                Some(body),
+                StatusCode::CREATED,
+            )
+            .await;
+        earning["id"].as_str().expect("earning.id").to_owned()
+    }
+
+    /// Change an earning's notes and amount.
+    pub async fn update(&self, user: &User, earning: &str, notes: &str, amount: f64) {
+        let body = json!({"notes": notes, "amount": amount});
+        self.call(
+            Method::PATCH,
+            &format!("/api/earnings/{earning}"),
+            &user.token,
+            Some(body),
+            StatusCode::OK,
+        )
+        .await;
+    }
+
+    /// `GET /events` as is: the caller checks the status.
+    pub async fn open(&self, token: &str, last_event_id: Option<&str>) -> Response {
+        let mut request = self.client.get(self.url("/events")).bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        self.send(request).await
+    }
+
+    /// A fresh stream, past its `connected`, and that event's `id:` (the
+    /// user's position when it opened).
+    pub async fn stream(&self, user: &User) -> (Sse, String) {
+        let res = self.open(&user.token, None).await;
+        assert_eq!(res.status(), StatusCode::OK, "stream on {}", self.name);
+        let mut sse = Sse::new(res);
+        let (connected, _) = sse.expect("connected").await;
+        assert!(
+            !connected.id.is_empty(),
+            "a fresh stream's connected has an id"
+        );
+        (sse, connected.id)
+    }
+
+    /// A stream resumed after `last_event_id` with the header, past its
+    /// `connected`.
+    pub async fn resume(&self, user: &User, last_event_id: &str) -> Sse {
+        let res = self.open(&user.token, Some(last_event_id)).await;
+        assert_eq!(res.status(), StatusCode::OK, "resume on {}", self.name);
+        let mut sse = Sse::new(res);
+        sse.expect("connected").await;
+        sse
+    }
+
+    /// `/readyz`'s status, `None` when nothing answers.
+    pub async fn readyz(&self) -> Option<StatusCode> {
+        let request = self
+            .client
+            .get(self.url("/readyz"))
+            .timeout(REQUEST_TIMEOUT);
+        request.send().await.ok().map(|r| r.status())
+    }
+
+    /// `{userId: connections}` and `total` of `GET /api/admin/connections`.
+    pub async fn connections(&self, admin: &User) -> (u64, Vec<(String, u64)>) {
+        let body = self.get("/api/admin/connections", &admin.token).await;
+        let users = body["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .map(|u| {
+                let id = u["userId"].as_str().expect("userId").to_owned();
+                (id, u["connections"].as_u64().expect("connections"))
+            })
+            .collect();
+        (body["total"].as_u64().expect("total"), users)
+    }
+}
+
+/// One `earntrack` process.
+pub struct Server {
+    api: Api,
+    child: Child,
+    log: PathBuf,
+    /// The `application_name` of its cluster listener connection.
+    pub listener: String,
+}
+
+impl Deref for Server {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Server {
+    pub fn api(&self) -> Api {
+        self.api.clone()
+    }
+
+    fn signal(&mut self, signal: &str) {
+        if self.child.try_wait().expect("try_wait").is_some() {
+            return; // already gone (and reaped: its pid may be someone else's)
+        }
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// SIGKILL: gone at once, no goodbye to its clients or to the cluster.
+    pub fn kill(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM: the clean stop.
+    pub fn terminate(&mut self) {
+        self.signal("-TERM");
+    }
+
+    /// The exit status, or a panic when it still runs after `within`.
+    pub async fn exits_within(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server {} still runs {within:?} after the signal",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.readyz().await == Some(StatusCode::OK) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("server {} exited with {status} before ready", self.name);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server {} not ready within 30 s",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// Servers A, B, C… on one fresh database.
+pub struct Cluster {
+    // Fields drop in this order: servers first, then the database.
+    pub servers: Vec<Server>,
+    pub db: TestDb,
+    dir: TempDir,
+    _slot: SemaphorePermit<'static>,
+}
+
+impl Cluster {
+    /// `n` servers with the suite's environment plus `env`; `None` (after
+    /// saying so) when `POSTGRES_URL` is unset.
+    pub async fn start(n: usize, env: &[(&str, &str)]) -> Option<Cluster> {
+        let Some(postgres) = server_url() else {
+            let test = std::thread::current().name().unwrap_or("?").to_owned();
+            crate::report(&format!("skipped: POSTGRES_URL unset ({test})"));
+            return None;
+        };
+        let slot = SLOTS.acquire().await.expect("the semaphore stays open");
+        let db = TestDb::create(&postgres).await;
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("a client");
+        let mut cluster = Cluster {
+            servers: Vec::new(),
+            db,
+            dir,
+            _slot: slot,
+        };
+        for name in ["A", "B", "C", "D"].into_iter().take(n) {
+            let log = cluster.dir.path().join(format!("server-{name}.log"));
+            let (child, addr) = spawn(&cluster.db.url, &log, env);
+            // In the cluster before it is ready, so a failure kills it too.
+            cluster.servers.push(Server {
+                api: Api {
+                    name,
+                    addr,
+                    client: client.clone(),
+                },
+                child,
+                log,
+                listener: String::new(),
+            });
+            let server = cluster.servers.last_mut().expect("just pushed");
+            server.wait_ready().await;
+            // Ready means its listener is connected: the one we do not know
+            // yet is its own.
+            let known: Vec<String> = cluster.servers.iter().map(|s| s.listener.clone()).collect();
+            let mut fresh: Vec<String> = (cluster.db.listeners().await)
+                .into_iter()
+                .map(|(name, _)| name)
+                .filter(|name| !known.contains(name))
+                .collect();
+            assert_eq!(fresh.len(), 1, "server {name} has one listener: {fresh:?}");
+            cluster.servers.last_mut().expect("just pushed").listener = fresh.remove(0);
+        }
+        Some(cluster)
+    }
+
+    pub fn apis(&self) -> Vec<Api> {
+        self.servers.iter().map(Server::api).collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            server.kill();
+        }
+        if std::thread::panicking() {
+            for server in &self.servers {
+                eprintln!(
+                    "----- server {} ({}) -----\n{}",
+                    server.name,
+                    server.addr,
+                    server.output()
+                );
+            }
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("an address").port()
+}
+
+fn spawn(database_url: &str, log: &PathBuf, env: &[(&str, &str)]) -> (Child, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("an address");
+    let out = File::create(log).expect("create the log file");
+    let err = out.try_clone().expect("clone the log file");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_earntrack"));
+    // Only what we set here: nothing from the developer's environment.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("EARNTRACK_")
+            || ["DATABASE_URL", "JWT_SECRET", "RUST_LOG"].contains(&key.as_str())
+        {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("EARNTRACK_ADDR", addr.to_string())
+        .env("DATABASE_URL", database_url)
+        .env("JWT_SECRET", "cluster-secret")
+        .env("EARNTRACK_ADMIN_EMAILS", "admin@example.com")
+        .env("EARNTRACK_DB_POOL", "3")
+        .env("EARNTRACK_RATE_LIMIT_PER_MIN", "0")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    let child = command.spawn().expect("the earntrack binary starts");
+    (child, addr)
+}
