@@ -336,3 +336,22 @@ impl TestApp {
         (stream, connected.id)
     }
 }
+
+impl TestApp {
+    /// Stop this server (as on SIGTERM) and start a new one on the same
+    /// database and folder, on either backend.
+    pub async fn restart_with(mut self, configure: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        // Taking the URL also keeps `Drop` from dropping a PostgreSQL database.
+        let database_url = std::mem::take(&mut self.database_url);
+        self.stop().await;
+        drop(self);
+        let mut config = test_config(&dir);
+        if crate::pg::server_url().is_some() {
+            config.database_url = database_url;
+            config.db_pool = 3;
+        }
+        configure(&mut config);
+        start(config, dir).await
+    }
+}

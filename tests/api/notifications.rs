@@ -442,21 +442,28 @@ async fn each_user_has_their_own_read_state_of_a_broadcast() {
     assert_quiet(&mut bobs, "bob (alice's read state is hers)").await;
 }
 
-/// Rows in every table of the app's SQLite database.
+/// Rows in every table of the app's database (either backend).
 async fn rows_in_all_tables(app: &TestApp) -> i64 {
     let pool = &app.state.db.read;
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let list_tables = match app.state.db.backend {
+        earntrack::db::Backend::Sqlite => {
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        }
+        earntrack::db::Backend::Postgres => {
+            "SELECT CAST(table_name AS TEXT) FROM information_schema.tables WHERE table_schema = 'public'"
+        }
+    };
+    let tables: Vec<String> = sqlx::query_scalar(list_tables)
+        .fetch_all(pool)
+        .await
+        .unwrap();
     let mut total = 0;
     for table in tables {
-        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{table}\""))
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let n: i64 =
+            sqlx::query_scalar(&format!("SELECT CAST(COUNT(*) AS BIGINT) FROM \"{table}\""))
+                .fetch_one(pool)
+                .await
+                .unwrap();
         total += n;
     }
     total
