@@ -14,4 +14,5 @@ mod notifications;
 mod process;
 mod resume;
 mod smoke;
+mod slow;
 mod stream;

@@ -537,11 +537,11 @@ async fn a_lagging_subscriber_catches_up_without_losing_or_repeating_events() {
 }
 
 /// Padding per test event (the data limit is 64 KiB).
-const PAD: usize = 60_000;
+pub(crate) const PAD: usize = 60_000;
 
 /// Bytes a stalled connection can absorb: the server's largest send buffer,
 /// the client's receive buffer, and a margin for hyper's own buffers.
-fn socket_buffers_bytes() -> usize {
+pub(crate) fn socket_buffers_bytes() -> usize {
     let third = |path: &str, default: usize| {
         std::fs::read_to_string(path)
             .ok()
