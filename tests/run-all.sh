@@ -7,7 +7,8 @@
 #   2. with POSTGRES_URL set: the same tests/api suite on PostgreSQL (a fresh
 #      database per test), and the cluster tests (several real server
 #      processes on one database)
-#   3. the web client in headless Chromium (tests/e2e)
+#   3. schemathesis (in a venv) against /api/openapi.json of a live server
+#   4. the web client in headless Chromium (tests/e2e)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,9 @@ if [[ -n "${POSTGRES_URL:-}" ]]; then
 else
     echo "== POSTGRES_URL unset: skipping the PostgreSQL and cluster suites"
 fi
+
+echo "== schemathesis: the OpenAPI document against a live server"
+bash tests/schemathesis/run.sh
 
 echo "== web client end-to-end (headless Chromium)"
 if ! command -v chromium >/dev/null 2>&1; then

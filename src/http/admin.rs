@@ -2,6 +2,7 @@
 //! (emitToUser, broadcastEvent, getConnectedUsers, disconnectUser, the
 //! notification helpers) as REST, for the `admin` role only.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -272,9 +273,9 @@ fn valid_room_name(name: &str) -> bool {
 pub async fn join_room(
     State(app): State<AppState>,
     AdminUser(_admin): AdminUser,
-    Path((room, user)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<Response> {
-    let (name, user) = room_member(&room, &user)?;
+    let (name, user) = room_member(path)?;
     let mut tx = app.db.begin_write().await?;
     if !users::exists(tx.conn(), user).await? {
         return Err(ApiError::NotFound);
@@ -305,9 +306,9 @@ pub async fn join_room(
 pub async fn leave_room(
     State(app): State<AppState>,
     AdminUser(_admin): AdminUser,
-    Path((room, user)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<Response> {
-    let (name, user) = room_member(&room, &user)?;
+    let (name, user) = room_member(path)?;
     let mut tx = app.db.begin_write().await?;
     let Some(room) = rooms::find(tx.conn(), &name).await? else {
         return Ok(no_content());
@@ -324,13 +325,16 @@ pub async fn leave_room(
     Ok(no_content())
 }
 
-fn room_member(room: &str, user: &str) -> ApiResult<(String, Uuid)> {
-    if !valid_room_name(room) {
+/// The room name and user id of a membership route. A path that does not
+/// even decode (invalid UTF-8) names nothing that exists: 404.
+fn room_member(path: Result<Path<(String, String)>, PathRejection>) -> ApiResult<(String, Uuid)> {
+    let Path((room, user)) = path.map_err(|_| ApiError::NotFound)?;
+    if !valid_room_name(&room) {
         return Err(ApiError::field(
             "room",
             "must be a room name [A-Za-z0-9:_.-]{1,64}",
         ));
     }
-    let user = Uuid::parse_str(user).map_err(|_| ApiError::NotFound)?;
+    let user = Uuid::parse_str(&user).map_err(|_| ApiError::NotFound)?;
     Ok((room.to_owned(), user))
 }

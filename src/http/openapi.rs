@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::openapi::schema::{
     AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema,
-    SchemaFormat, Type,
+    SchemaFormat, SchemaType, Type,
 };
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
@@ -107,10 +107,12 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// snake_case error code, e.g. `validation_failed`
+    #[schema(pattern = "^[a-z][a-z0-9_]*$")]
     pub code: String,
     pub message: String,
     /// Every bad field and why (validation errors only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub fields: Option<BTreeMap<String, String>>,
 }
 
@@ -226,8 +228,13 @@ pub struct RegisterRequest {
     /// 8 to 1024 characters.
     #[schema(min_length = 8, max_length = 1024)]
     password: String,
-    /// Trimmed; 1 to 100 characters, no control characters.
-    #[schema(min_length = 1, max_length = 100, nullable = false)]
+    /// Trimmed; 1 to 100 characters, no control characters but tab and
+    /// newline; absent or null: none.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     name: Option<String>,
 }
 
@@ -241,8 +248,13 @@ pub struct LoginRequest {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct NewPlatformRequest {
-    /// Trimmed; 1 to 100 characters, no control characters; unique per user.
-    #[schema(min_length = 1, max_length = 100)]
+    /// Trimmed; 1 to 100 characters, no control characters but tab and
+    /// newline; unique per user.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     name: String,
     #[schema(pattern = "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")]
     color: String,
@@ -263,8 +275,13 @@ pub struct NewEarningRequest {
     /// At most 2 decimals, ≥ 0.
     #[schema(minimum = 0, maximum = 1_000_000_000, multiple_of = 0.01)]
     amount: f64,
-    /// Trimmed; 1 to 2000 characters; absent or null: none.
-    #[schema(min_length = 1, max_length = 2000)]
+    /// Trimmed; 1 to 2000 characters, no control characters but tab and
+    /// newline; absent or null: none.
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     notes: Option<String>,
 }
 
@@ -281,13 +298,28 @@ pub struct EarningPatchRequest {
     #[schema(format = Date, required = false)]
     date: String,
     /// At most 2 decimals, ≥ 0; null clears it.
-    #[schema(minimum = 0, maximum = 1_000_000_000, multiple_of = 0.01, required = false)]
+    #[schema(
+        minimum = 0,
+        maximum = 1_000_000_000,
+        multiple_of = 0.01,
+        required = false
+    )]
     hours: Option<f64>,
     /// At most 2 decimals, ≥ 0.
-    #[schema(minimum = 0, maximum = 1_000_000_000, multiple_of = 0.01, required = false)]
+    #[schema(
+        minimum = 0,
+        maximum = 1_000_000_000,
+        multiple_of = 0.01,
+        required = false
+    )]
     amount: f64,
-    /// 1 to 2000 characters; null clears it.
-    #[schema(min_length = 1, max_length = 2000, required = false)]
+    /// As on creation; null clears it.
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$",
+        required = false
+    )]
     notes: Option<String>,
 }
 
@@ -307,28 +339,29 @@ impl PartialSchema for AdminNotificationRequest {
                     string().enum_values(Some(["success", "error", "info", "warning"])),
                 )
                 .required("type")
-                .property("title", string().min_length(Some(1)).max_length(Some(200)))
+                .property("title", text(200))
                 .required("title")
-                .property(
-                    "message",
-                    string().min_length(Some(1)).max_length(Some(2000)),
-                )
+                .property("message", text(2000))
                 .required("message")
                 .property(
                     "duration",
                     ObjectBuilder::new()
-                        .schema_type(Type::Integer)
+                        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
                         .minimum(Some(0))
                         .maximum(Some(86_400_000))
-                        .description(Some("milliseconds; default 5000")),
+                        .description(Some("milliseconds; absent or null: 5000")),
                 )
                 .property(
                     "dismissible",
-                    ObjectBuilder::new().schema_type(Type::Boolean),
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::from_iter([Type::Boolean, Type::Null]))
+                        .description(Some("absent or null: true")),
                 )
                 .property(
                     "data",
-                    ObjectBuilder::new().description(Some("free-form JSON, at most 16 KiB")),
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::AnyValue)
+                        .description(Some("free-form JSON, at most 16 KiB")),
                 )
         };
         OneOfBuilder::new()
@@ -403,6 +436,19 @@ impl ToSchema for AdminEventTarget {}
 fn string() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String)
 }
+
+/// Free text as `domain::input::text` takes it: trimmed, 1 to `max`
+/// characters, no control characters but tab and newline.
+fn text(max: usize) -> ObjectBuilder {
+    string()
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(TEXT_PATTERN))
+}
+
+/// Not blank, no control characters but tab and newline (the `pattern` of
+/// every free-text field above).
+const TEXT_PATTERN: &str = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$";
 
 fn uuid() -> ObjectBuilder {
     string().format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))

@@ -13,6 +13,6 @@ mod earnings;
 mod notifications;
 mod process;
 mod resume;
-mod smoke;
 mod slow;
+mod smoke;
 mod stream;
