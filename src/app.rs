@@ -65,9 +65,7 @@ impl App {
             replay_permits: Arc::new(Semaphore::new(config.replay_concurrency.max(1))),
             replay_max: config.replay_max,
         };
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("binding {}", config.addr))?;
+        let listener = bind(config.addr).with_context(|| format!("binding {}", config.addr))?;
         let config_rate = config.rate_limit_per_min;
         let db_backend = db.backend;
         let state = AppState(Arc::new(Shared {
@@ -122,7 +120,10 @@ impl App {
             hub.close_all();
         };
         let listener = crate::net::Listener::new(listener, state.config.write_timeout());
-        let server = axum::serve(listener, router).with_graceful_shutdown(stop);
+        // `into_make_service`: every connection shares the one router. Handing
+        // axum the `Router` itself clones every route and layer stack per
+        // connection, which a long-lived stream then holds (~36 KiB each).
+        let server = axum::serve(listener, router.into_make_service()).with_graceful_shutdown(stop);
         let cancelled = state.shutdown.clone();
         let server = tokio::spawn(async move { server.await });
         // Bound the drain: a request stuck past it must not keep the
@@ -144,6 +145,20 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// A listening socket with a deep accept queue: after a restart every client
+/// reconnects at once, and tokio's default backlog (128) would make most of
+/// them wait for a SYN retry (about a second).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Presence, the cluster listener, the heartbeat ticker and the retention

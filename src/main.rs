@@ -4,8 +4,30 @@
 use clap::Parser;
 use earntrack::{telemetry, App, Config};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    tune_allocator();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+/// glibc keeps freed blocks below the mmap threshold in per-thread arenas for
+/// good. argon2 allocates 19 MiB per password hash on whichever blocking
+/// thread runs it, so 400 registrations left 1.4 GB of RSS behind. With a
+/// fixed 128 KiB threshold such buffers are mapped and unmapped on their own
+/// and RSS returns to the baseline (measured: 15 MB instead of 1.4 GB; and
+/// 22 KiB per idle stream, where mimalloc measured 32 KiB).
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters, and runs before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let config = Config::parse();
     telemetry::init(&config.log_format);
     let app = App::build(config).await?;

@@ -117,8 +117,10 @@ pub fn control_frame(name: &str, data: serde_json::Value, id: Option<&str>) -> B
 /// Logs the end of a stream with its duration however it ends, including
 /// when the client goes away and the body is simply dropped.
 struct StreamGuard {
-    user: Uuid,
-    connection: Uuid,
+    /// `stream{user_id, connection_id}`: the span of the whole stream, which
+    /// outlives the request span (the body is written after the handler
+    /// returned).
+    span: tracing::Span,
     started: Instant,
     reason: &'static str,
 }
@@ -127,8 +129,7 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         metrics::gauge!("earntrack_open_streams").decrement(1.0);
         tracing::info!(
-            user_id = %self.user,
-            connection_id = %self.connection,
+            parent: &self.span,
             duration_ms = self.started.elapsed().as_millis() as u64,
             reason = self.reason,
             "stream closed"
@@ -145,8 +146,9 @@ fn sse(
     let connection = Uuid::new_v4();
     async_stream::stream! {
         metrics::gauge!("earntrack_open_streams").increment(1.0);
-        let mut guard = StreamGuard { user: me.id, connection, started: Instant::now(), reason: "client gone" };
-        tracing::info!(user_id = %me.id, connection_id = %connection, resume = ?opening, "stream opened");
+        let span = tracing::info_span!(parent: None, "stream", user_id = %me.id, connection_id = %connection);
+        tracing::info!(parent: &span, resume = ?opening, "stream opened");
+        let mut guard = StreamGuard { span, started: Instant::now(), reason: "client gone" };
 
         // Jittered, so the clients of a stopped server do not all come back
         // in the same millisecond.

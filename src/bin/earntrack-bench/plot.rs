@@ -1,0 +1,371 @@
+//! `earntrack-bench plot`: two charts in one hand-written SVG from the JSON
+//! lines of several runs — publish-to-delivery latency (p50 dashed, p99
+//! solid) per mode against N streams, and the server's RSS per stream
+//! against N.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::Value;
+
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// JSON lines written by runs (`--output`), one run per line; other
+    /// lines are skipped.
+    #[arg(long, required = true, num_args = 1..)]
+    input: Vec<PathBuf>,
+    /// The SVG to write.
+    #[arg(long)]
+    output: PathBuf,
+    #[arg(long, default_value = "EarnTrack push under load")]
+    title: String,
+}
+
+const PALETTE: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+
+/// A line of a chart.
+struct Series {
+    name: String,
+    dashed: bool,
+    color: usize,
+    /// N -> value (the latest run wins for one N).
+    points: BTreeMap<u64, f64>,
+}
+
+struct Chart {
+    title: String,
+    y_label: String,
+    series: Vec<Series>,
+}
+
+pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
+    let mut runs = Vec::new();
+    for path in &args.input {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        runs.extend(
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+                .filter(|v| v.get("mode").is_some()),
+        );
+    }
+    if runs.is_empty() {
+        bail!("no run found in the input (JSON lines with a \"mode\")");
+    }
+    let svg = render(&args.title, &runs);
+    if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&args.output, svg)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    eprintln!("wrote {} ({} runs)", args.output.display(), runs.len());
+    Ok(())
+}
+
+fn streams_of(run: &Value) -> Option<u64> {
+    run.get("connected")
+        .and_then(Value::as_u64)
+        .filter(|&n| n > 0)
+        .or_else(|| run.get("streams").and_then(Value::as_u64))
+}
+
+fn series_name(run: &Value) -> String {
+    let mode = run["mode"].as_str().unwrap_or("?");
+    match run.get("variant").and_then(Value::as_str) {
+        Some(v) if !v.is_empty() => format!("{mode} {v}"),
+        _ => mode.to_owned(),
+    }
+}
+
+fn render(title: &str, runs: &[Value]) -> String {
+    let mut latency: Vec<Series> = Vec::new();
+    let mut rss: Vec<Series> = Vec::new();
+    let mut colors: Vec<String> = Vec::new();
+    let mut color_of = |name: &str| match colors.iter().position(|c| c == name) {
+        Some(i) => i,
+        None => {
+            colors.push(name.to_owned());
+            colors.len() - 1
+        }
+    };
+    fn add(list: &mut Vec<Series>, name: String, dashed: bool, color: usize, n: u64, y: f64) {
+        match list.iter_mut().find(|s| s.name == name) {
+            Some(s) => {
+                s.points.insert(n, y);
+            }
+            None => list.push(Series {
+                name,
+                dashed,
+                color,
+                points: BTreeMap::from([(n, y)]),
+            }),
+        }
+    }
+    for run in runs {
+        let Some(n) = streams_of(run) else { continue };
+        let name = series_name(run);
+        let color = color_of(&name);
+        if let Some(p99) = run.get("p99_ms").and_then(Value::as_f64) {
+            add(&mut latency, format!("{name} p99"), false, color, n, p99);
+        }
+        if let Some(p50) = run.get("p50_ms").and_then(Value::as_f64) {
+            add(&mut latency, format!("{name} p50"), true, color, n, p50);
+        }
+        if let Some(kib) = run.get("server_rss_per_stream_kib").and_then(Value::as_f64) {
+            let mode = run["mode"].as_str().unwrap_or("?").to_owned();
+            let c = color_of(&mode);
+            add(&mut rss, mode, false, c, n, kib);
+        }
+    }
+    let charts = [
+        Chart {
+            title: "Publish-to-delivery latency".into(),
+            y_label: "ms".into(),
+            series: latency,
+        },
+        Chart {
+            title: "Server RSS per stream".into(),
+            y_label: "KiB".into(),
+            series: rss,
+        },
+    ];
+    let rows = charts
+        .iter()
+        .map(|c| c.series.len().div_ceil(2))
+        .max()
+        .unwrap_or(0) as f64;
+    let (w, h) = (1100.0, 470.0 + rows * 16.0 + 24.0);
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="#ffffff"/>
+<text x="{}" y="24" text-anchor="middle" font-size="16" font-weight="bold">{}</text>
+"##,
+        w / 2.0,
+        escape(title)
+    );
+    for (i, chart) in charts.iter().enumerate() {
+        draw_chart(
+            &mut svg,
+            chart,
+            i as f64 * w / 2.0,
+            40.0,
+            w / 2.0,
+            h - 64.0,
+            rows,
+        );
+    }
+    let loads: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.get("loadavg_1m").and_then(Value::as_f64))
+        .collect();
+    let mut note = format!(
+        "{} runs; each point is the latest run for its N",
+        runs.len()
+    );
+    if let (Some(lo), Some(hi)) = (
+        loads.iter().copied().reduce(f64::min),
+        loads.iter().copied().reduce(f64::max),
+    ) {
+        let _ = write!(
+            note,
+            "; 1-minute load average during the runs {lo:.1} to {hi:.1}"
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r##"<text x="{}" y="{}" text-anchor="middle" fill="#555">{}</text>"##,
+        w / 2.0,
+        h - 10.0,
+        escape(&note)
+    );
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// 1, 2 or 5 times a power of ten, at least `x`.
+fn nice_step(x: f64) -> f64 {
+    if x <= 0.0 || !x.is_finite() {
+        return 1.0;
+    }
+    let p = 10f64.powf(x.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|&s| s >= x)
+        .unwrap_or(10.0 * p)
+}
+
+fn label(v: f64, step: f64) -> String {
+    if step >= 1.0 {
+        format!("{}", v.round() as i64)
+    } else {
+        let decimals = (-step.log10().floor()) as usize;
+        format!("{v:.decimals$}")
+    }
+}
+
+fn draw_chart(svg: &mut String, chart: &Chart, x0: f64, y0: f64, w: f64, h: f64, legend_rows: f64) {
+    // The legend goes under the plot, two entries a row, so it never hides
+    // a point; both charts leave room for the longer legend.
+    let (left, right, top, bottom) = (70.0, 20.0, 30.0, 56.0 + legend_rows * 16.0);
+    let (px, py) = (x0 + left, y0 + top);
+    let (pw, ph) = (w - left - right, h - top - bottom);
+    let _ = writeln!(
+        svg,
+        r##"<text x="{}" y="{}" text-anchor="middle" font-size="14">{}</text>"##,
+        px + pw / 2.0,
+        y0 + 16.0,
+        escape(&chart.title)
+    );
+    let points = chart.series.iter().flat_map(|s| s.points.iter());
+    let (mut x_max, mut y_max) = (0f64, 0f64);
+    for (&n, &y) in points {
+        x_max = x_max.max(n as f64);
+        y_max = y_max.max(y);
+    }
+    if chart.series.is_empty() {
+        let _ = writeln!(
+            svg,
+            r##"<text x="{}" y="{}" text-anchor="middle" fill="#888">no data</text>"##,
+            px + pw / 2.0,
+            py + ph / 2.0
+        );
+        return;
+    }
+    let x_step = nice_step(x_max / 5.0);
+    let y_step = nice_step(y_max / 5.0);
+    let x_top = (x_max / x_step).ceil().max(1.0) * x_step;
+    let y_top = (y_max / y_step).ceil().max(1.0) * y_step;
+    let sx = |n: f64| px + n / x_top * pw;
+    let sy = |v: f64| py + ph - v / y_top * ph;
+    // Grid and ticks.
+    let mut v = 0.0;
+    while v <= y_top + y_step / 2.0 {
+        let y = sy(v);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{px}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#e5e5e5"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+            px + pw,
+            px - 6.0,
+            y + 4.0,
+            label(v, y_step)
+        );
+        v += y_step;
+    }
+    let mut n = 0.0;
+    while n <= x_top + x_step / 2.0 {
+        let x = sx(n);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{x:.1}" y1="{py}" x2="{x:.1}" y2="{}" stroke="#f0f0f0"/><text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"##,
+            py + ph,
+            py + ph + 16.0,
+            label(n, x_step)
+        );
+        n += x_step;
+    }
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{px}" y="{py}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>
+<text x="{}" y="{}" text-anchor="middle">streams (N)</text>
+<text x="{}" y="{}" text-anchor="middle" transform="rotate(-90 {} {})">{}</text>"##,
+        px + pw / 2.0,
+        py + ph + 36.0,
+        x0 + 18.0,
+        py + ph / 2.0,
+        x0 + 18.0,
+        py + ph / 2.0,
+        escape(&chart.y_label)
+    );
+    // Lines and points.
+    for s in &chart.series {
+        let color = PALETTE[s.color % PALETTE.len()];
+        let path: Vec<String> = s
+            .points
+            .iter()
+            .map(|(&n, &y)| format!("{:.1},{:.1}", sx(n as f64), sy(y)))
+            .collect();
+        let dash = if s.dashed {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            svg,
+            r##"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"##,
+            path.join(" ")
+        );
+        for (&n, &y) in &s.points {
+            let _ = writeln!(
+                svg,
+                r##"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"><title>{}: N={n}, {y} {}</title></circle>"##,
+                sx(n as f64),
+                sy(y),
+                escape(&s.name),
+                escape(&chart.y_label)
+            );
+        }
+    }
+    // Legend, under the axis label.
+    for (i, s) in chart.series.iter().enumerate() {
+        let color = PALETTE[s.color % PALETTE.len()];
+        let x = px + (i % 2) as f64 * pw / 2.0;
+        let y = py + ph + 58.0 + (i / 2) as f64 * 16.0;
+        let dash = if s.dashed {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="{y:.1}">{}</text>"##,
+            y - 4.0,
+            x + 20.0,
+            y - 4.0,
+            x + 26.0,
+            escape(&s.name)
+        );
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nice_steps() {
+        assert_eq!(nice_step(1800.0), 2000.0);
+        assert_eq!(nice_step(0.3), 0.5);
+        assert_eq!(nice_step(7.0), 10.0);
+    }
+
+    #[test]
+    fn renders_series_from_runs() {
+        let runs: Vec<Value> = [
+            r#"{"mode":"idle","variant":"hold","connected":1000,"server_rss_per_stream_kib":12.5}"#,
+            r#"{"mode":"fanout","variant":"burst","connected":10000,"p50_ms":40.0,"p99_ms":90.0,"server_rss_per_stream_kib":11}"#,
+        ]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+        let svg = render("t <&>", &runs);
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("fanout burst p99"));
+        assert!(svg.contains("t &lt;&amp;&gt;"));
+        assert!(svg.trim_end().ends_with("</svg>"));
+    }
+}
