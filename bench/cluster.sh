@@ -22,7 +22,7 @@
 # exit, also on error or Ctrl-C, and the database is dropped.
 #
 #   bash bench/cluster.sh          # all scenarios (about 15 min)
-#   bash bench/cluster.sh c        # one scenario (accounts are set up first)
+#   bash bench/cluster.sh c,d      # some scenarios (accounts are set up first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_DIR="${BENCH_DIR:-target/bench-cluster}"
@@ -159,7 +159,7 @@ last_result() { # label -> its JSON line
     grep -F "\"label\":\"$1\"" "$RESULTS" | tail -1
 }
 
-run() { [[ -z "$ONLY" || "$ONLY" == "$1" ]]; }
+run() { [[ -z "$ONLY" || ",$ONLY," == *",$1,"* ]]; }
 
 # Accounts once, through one server (argon2 makes this the slow part).
 start_servers setup 1
@@ -185,12 +185,17 @@ notify_run() { # label servers
     local label=$1 count=$2 samples="$BENCH_DIR/waits-$1.txt" cpu0 cpu1
     start_servers "$label" "$count"
     : >"$samples"
-    # What the database sessions wait on while the publishers run (bounded).
+    # What the database sessions of the servers do while the publishers run
+    # (bounded): running (CPU or a wait event: Lock/object is NOTIFY's
+    # commit lock, IO/WALSync the flush), or idle in a transaction (waiting
+    # for the server's next statement).
     (
         for _ in $(seq 240); do
-            "${PSQL[@]}" -d test -F ' ' -c "SELECT coalesce(wait_event_type, 'CPU'), coalesce(wait_event, '-'), count(*)
-                FROM pg_stat_activity WHERE datname = '$DB' AND state = 'active'
-                AND query NOT LIKE '%pg_stat_activity%' GROUP BY 1, 2" >>"$samples" 2>/dev/null || true
+            echo "# sample" >>"$samples"
+            "${PSQL[@]}" -d test -F ' ' -c "SELECT replace(state, ' ', '_'),
+                    coalesce(wait_event_type, 'CPU'), coalesce(wait_event, '-'), count(*)
+                FROM pg_stat_activity WHERE datname = '$DB' AND state <> 'idle'
+                AND pid <> pg_backend_pid() GROUP BY 1, 2, 3" >>"$samples" 2>/dev/null || true
             sleep 0.5
         done
     ) &
@@ -202,8 +207,8 @@ notify_run() { # label servers
     stop_pid "$SAMPLER_PID"
     SAMPLER_PID=""
     echo "PostgreSQL CPU during the run (setup, streams and publishing): $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {printf "%.1f", b - a}') s"
-    echo "active database sessions by wait event (sum over 0.5 s samples):"
-    awk '{n[$1" "$2] += $3} END {for (k in n) print "  " n[k], k}' "$samples" | sort -rn | head -8
+    echo "busy database sessions by state and wait event (summed over $(grep -c '^#' "$samples" || true) samples, 0.5 s apart):"
+    awk '!/^#/ {n[$1" "$2" "$3] += $4} END {for (k in n) print "  " n[k], k}' "$samples" | sort -rn | head -8
     server_problems "$label"
 }
 
@@ -253,7 +258,7 @@ if run d; then
         echo "waiting for $((SERVERS - 1)) listener processes to connect their streams"
         ready=""
         for _ in $(seq 600); do
-            n=$(ls "$BENCH_DIR"/ready-d-* 2>/dev/null | wc -l)
+            n=$(find "$BENCH_DIR" -maxdepth 1 -name 'ready-d-*' | wc -l)
             if (( n == SERVERS - 1 )); then ready=1; break; fi
             for pid in "${BENCH_PIDS[@]}"; do
                 if ! kill -0 "$pid" 2>/dev/null; then echo "a listener process ended early" >&2; break 2; fi

@@ -4,9 +4,9 @@
 # browser tests need, then runs every suite.
 #   1. cargo tests on SQLite: unit tests and tests/api (the real server on a
 #      real socket, a real SSE client)
-#   2. with POSTGRES_URL set: the same tests/api suite on PostgreSQL (a fresh
-#      database per test), and the cluster tests (several real server
-#      processes on one database)
+#   2. with POSTGRES_URL set: the cluster tests (several real server
+#      processes on one database; they skip, saying so, without it) and the
+#      same tests/api suite again on PostgreSQL (a fresh database per test)
 #   3. schemathesis (in a venv) against /api/openapi.json of a live server
 #   4. the web client in headless Chromium (tests/e2e)
 set -euo pipefail
@@ -17,14 +17,12 @@ threads="${TEST_THREADS:-4}"
 echo "== building"
 cargo build --bins
 
-echo "== cargo tests (SQLite)"
+echo "== cargo tests: unit, tests/api on SQLite, tests/cluster (needs POSTGRES_URL)"
 cargo test --all-targets -- --test-threads="$threads"
 
 if [[ -n "${POSTGRES_URL:-}" ]]; then
     echo "== tests/api on PostgreSQL"
     EARNTRACK_TEST_BACKEND=postgres cargo test --test api -- --test-threads="$threads"
-    echo "== cluster: several server processes on one PostgreSQL database"
-    cargo test --test cluster
 else
     echo "== POSTGRES_URL unset: skipping the PostgreSQL and cluster suites"
 fi
