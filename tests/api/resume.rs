@@ -599,18 +599,7 @@ async fn stalled_stream(app: &TestApp, user: &TestUser) -> SseClient {
 }
 
 async fn replayed_total(app: &TestApp) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("earntrack_events_replayed_total "))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+    app.metric("earntrack_events_replayed_total").await
 }
 
 /// What the reader of the stress test saw: (event, earning id, title).

@@ -10,21 +10,6 @@ use tokio::io::AsyncWriteExt;
 use crate::helpers::{spawn_app_with, TestApp, TestUser};
 use crate::resume::{socket_buffers_bytes, PAD};
 
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
 async fn streams_of(app: &TestApp, admin: &TestUser, user: &TestUser) -> u64 {
     let res = app
         .get(
@@ -58,7 +43,7 @@ async fn a_subscriber_that_never_reads_is_closed_without_slowing_a_fast_one() {
         assert!(Instant::now() < deadline, "the stalled stream never opened");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let drops_before = metric(&app, "earntrack_slow_subscriber_drops_total").await;
+    let drops_before = app.metric("earntrack_slow_subscriber_drops_total").await;
 
     // Act: more than every socket buffer on the way can hold.
     let events = socket_buffers_bytes() / PAD + 20;
@@ -86,7 +71,7 @@ async fn a_subscriber_that_never_reads_is_closed_without_slowing_a_fast_one() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(metric(&app, "earntrack_slow_subscriber_drops_total").await > drops_before);
+    assert!(app.metric("earntrack_slow_subscriber_drops_total").await > drops_before);
     let res = app
         .post(
             "/api/admin/events",
