@@ -205,14 +205,29 @@ fn spawn_background(state: &AppState) -> (CancellationToken, Vec<tokio::task::Jo
     (stop, handles)
 }
 
+/// Streams cut per write transaction: the single writer is held for
+/// milliseconds at a time, never for the whole pass.
+const PRUNE_BATCH: usize = 200;
+
 async fn prune(db: &Db, config: &Config) -> anyhow::Result<()> {
-    let mut tx = db.begin_write().await?;
     let before = now_ms() - (config.retention_secs as i64) * 1000;
-    let pruned = event_log::prune(tx.conn(), before, config.retention_events.max(1)).await?;
+    let mut conn = db.read.acquire().await?;
+    let targets =
+        event_log::prune_targets(&mut conn, before, config.retention_events.max(1)).await?;
+    drop(conn);
+    let mut pruned = 0;
+    for batch in targets.chunks(PRUNE_BATCH) {
+        let mut tx = db.begin_write().await?;
+        for (stream, upto) in batch {
+            pruned += event_log::prune_stream(tx.conn(), stream, *upto).await?;
+        }
+        tx.commit().await?;
+    }
+    let mut tx = db.begin_write().await?;
     idempotency::prune(tx.conn(), now_ms() - 86_400_000).await?;
     tx.commit().await?;
     if pruned > 0 {
-        tracing::info!(pruned, "event log pruned");
+        tracing::info!(pruned, streams = targets.len(), "event log pruned");
     }
     Ok(())
 }

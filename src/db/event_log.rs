@@ -122,25 +122,50 @@ pub async fn since(
         .collect())
 }
 
-/// Retention: drop events older than `before_ms`, and all but the newest
-/// `keep` of each stream; remember per stream the highest pruned sequence so
-/// a cursor pointing into the pruned part gets `sync:reset`.
-pub async fn prune(
+/// Retention, step 1: which streams to cut, and up to which sequence.
+/// Events older than `before_ms` are found through the time index, so the
+/// cost follows what is pruned, not the size of the log; streams holding
+/// more than `keep` events are found in the small `streams` table.
+pub async fn prune_targets(
     conn: &mut AnyConnection,
     before_ms: i64,
     keep: i64,
-) -> Result<u64, sqlx::Error> {
-    sqlx::query(
-        "UPDATE streams SET low = (SELECT MAX(e.seq) FROM event_log e \
-            WHERE e.stream = streams.key AND (e.created_at < $1 OR e.seq <= streams.seq - $2)) \
-         WHERE EXISTS (SELECT 1 FROM event_log e \
-            WHERE e.stream = streams.key AND (e.created_at < $1 OR e.seq <= streams.seq - $2))",
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let aged: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT stream, MAX(seq) FROM event_log WHERE created_at < $1 GROUP BY stream",
     )
     .bind(before_ms)
-    .bind(keep)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let done = sqlx::query("DELETE FROM event_log WHERE seq <= (SELECT low FROM streams WHERE streams.key = event_log.stream)")
+    let crowded: Vec<(String, i64)> =
+        sqlx::query_as("SELECT key, seq - $1 FROM streams WHERE seq - low > $1")
+            .bind(keep)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut cut = std::collections::BTreeMap::new();
+    for (stream, upto) in aged.into_iter().chain(crowded) {
+        let at = cut.entry(stream).or_insert(upto);
+        *at = (*at).max(upto);
+    }
+    Ok(cut.into_iter().collect())
+}
+
+/// Retention, step 2: drop `stream`'s events up to `upto` and remember it as
+/// the stream's low-water mark, so a cursor pointing into the pruned part
+/// gets `sync:reset`. Both statements use the primary key.
+pub async fn prune_stream(
+    conn: &mut AnyConnection,
+    stream: &str,
+    upto: i64,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query("UPDATE streams SET low = $2 WHERE key = $1 AND low < $2")
+        .bind(stream)
+        .bind(upto)
+        .execute(&mut *conn)
+        .await?;
+    let done = sqlx::query("DELETE FROM event_log WHERE stream = $1 AND seq <= $2")
+        .bind(stream)
+        .bind(upto)
         .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected())

@@ -227,6 +227,17 @@ async fn an_unusable_cursor_gets_sync_reset_with_the_current_position_then_live_
 
 #[tokio::test]
 async fn a_cursor_pruned_by_retention_gets_sync_reset() {
+    // Keep only the newest event per stream.
+    pruned_cursor_gets_sync_reset(|c| c.retention_events = 1).await;
+}
+
+#[tokio::test]
+async fn a_cursor_pruned_by_age_gets_sync_reset() {
+    // Keep nothing older than now.
+    pruned_cursor_gets_sync_reset(|c| c.retention_secs = 0).await;
+}
+
+async fn pruned_cursor_gets_sync_reset(retention: impl FnOnce(&mut Config)) {
     let app = spawn_app().await;
     let alice = app.user().await;
     let platform = app.platform(&alice, "Upwork").await;
@@ -235,8 +246,8 @@ async fn a_cursor_pruned_by_retention_gets_sync_reset() {
     app.earning(&alice, &platform, 1.0).await;
     app.earning(&alice, &platform, 2.0).await;
 
-    // Keep only the newest event per stream; the pruner runs as the server starts.
-    let app = restart_with(app, |c| c.retention_events = 1).await;
+    // The pruner runs as the server starts.
+    let app = restart_with(app, retention).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let query = format!("?after={}&timeout=0", encode(&old_cursor));
