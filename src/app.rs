@@ -120,17 +120,14 @@ impl App {
             hub.close_all();
         };
         let listener = crate::net::Listener::new(listener, state.config.write_timeout());
-        // `into_make_service`: every connection shares the one router. Handing
-        // axum the `Router` itself clones every route and layer stack per
-        // connection, which a long-lived stream then holds (~36 KiB each).
-        let server = axum::serve(listener, router.into_make_service()).with_graceful_shutdown(stop);
+        let server = serve(listener, router, stop);
         let cancelled = state.shutdown.clone();
-        let server = tokio::spawn(async move { server.await });
+        let server = tokio::spawn(server);
         // Bound the drain: a request stuck past it must not keep the
         // process alive.
         let mut server = server;
         tokio::select! {
-            result = &mut server => result.context("server task")?.context("serving")?,
+            result = &mut server => result.context("server task")?,
             _ = async { cancelled.cancelled().await; tokio::time::sleep(DRAIN).await } => {
                 tracing::warn!("drain timed out; exiting with requests still open");
                 server.abort();
@@ -145,6 +142,55 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The accept loop (what `axum::serve` does, with hyper's HTTP/1 buffers
+/// capped). Every connection shares the one router: handing axum the
+/// `Router` itself clones every route and layer stack per connection, which
+/// a long-lived stream then holds (~36 KiB each). `max_buf_size(8192)`, the
+/// least hyper allows, keeps the read buffer from growing past 8 KiB: a
+/// stream sends one small request and then only writes.
+/// On `stop`: stop accepting, drop the listener (a reconnect is refused),
+/// and let every connection finish what it is doing.
+async fn serve(
+    mut listener: crate::net::Listener,
+    router: axum::Router,
+    stop: impl Future<Output = ()>,
+) {
+    use axum::serve::Listener as _;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(8192);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let (io, _addr) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop => break,
+        };
+        let service =
+            router
+                .clone()
+                .map_request(|req: axum::http::Request<hyper::body::Incoming>| {
+                    req.map(axum::body::Body::new)
+                });
+        let connection = builder
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// A listening socket with a deep accept queue: after a restart every client
