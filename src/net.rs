@@ -37,28 +37,26 @@ impl axum::serve::Listener for Listener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        {
-            loop {
-                match self.inner.accept().await {
-                    Ok((tcp, addr)) => {
-                        // Frames are small and latency matters more than
-                        // packet count.
-                        let _ = tcp.set_nodelay(true);
-                        return (
-                            WriteDeadline {
-                                tcp,
-                                timeout: self.write_timeout,
-                                deadline: None,
-                            },
-                            addr,
-                        );
-                    }
-                    // Out of file descriptors or a connection reset before
-                    // accept: wait a little and go on (as axum's own listener does).
-                    Err(err) => {
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+        loop {
+            match self.inner.accept().await {
+                Ok((tcp, addr)) => {
+                    // Frames are small and latency matters more than
+                    // packet count.
+                    let _ = tcp.set_nodelay(true);
+                    return (
+                        WriteDeadline {
+                            tcp,
+                            timeout: self.write_timeout,
+                            deadline: None,
+                        },
+                        addr,
+                    );
+                }
+                // Out of file descriptors or a connection reset before
+                // accept: wait a little and go on (as axum's own listener does).
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }

@@ -82,9 +82,7 @@ pub async fn login(
     drop(conn);
     // An unknown email still costs one verification, so response time does
     // not tell which emails are registered.
-    let hash = found
-        .as_ref()
-        .map_or_else(|| dummy_hash().to_owned(), |u| u.password_hash.clone());
+    let hash = found.as_ref().map(|u| u.password_hash.clone());
     let ok = verify_password(password, hash).await?;
     match found {
         Some(user) if ok => Ok(session(&app, &user, StatusCode::OK)),
@@ -191,36 +189,39 @@ fn hashing_slots() -> &'static Semaphore {
     SLOTS.get_or_init(|| Semaphore::new(4))
 }
 
-async fn hash_password(password: String) -> ApiResult<String> {
+/// Run `work` with argon2 on the blocking pool, holding a hashing slot.
+async fn with_argon2<T: Send + 'static>(
+    work: impl FnOnce(&Argon2) -> T + Send + 'static,
+) -> ApiResult<T> {
     let _slot = hashing_slots()
         .acquire()
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
-    tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || work(&Argon2::default()))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+async fn hash_password(password: String) -> ApiResult<String> {
+    with_argon2(move |argon2| {
         let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
+        argon2
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?
+    .await?
     .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing failed: {e}")))
 }
 
-async fn verify_password(password: String, hash: String) -> ApiResult<bool> {
-    let _slot = hashing_slots()
-        .acquire()
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash).is_ok_and(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
+/// `hash` is `None` for an unknown email: the password is then checked
+/// against a dummy hash, so the answer takes as long either way.
+async fn verify_password(password: String, hash: Option<String>) -> ApiResult<bool> {
+    with_argon2(move |argon2| {
+        let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());
+        PasswordHash::new(hash)
+            .is_ok_and(|parsed| argon2.verify_password(password.as_bytes(), &parsed).is_ok())
     })
     .await
-    .map_err(|e| ApiError::Internal(e.into()))
 }
 
 /// A valid hash of a random password, for timing-equal failed logins.

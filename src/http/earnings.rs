@@ -78,7 +78,7 @@ pub async fn list(
     // page and then resumes from the header misses nothing and sees nothing
     // twice.
     let mut tx = app.db.begin_snapshot().await?;
-    let position = crate::push::feed::current_position(&mut tx, me.id).await?;
+    let position = crate::db::event_log::current_position(&mut tx, me.id).await?;
     // One row more than the page tells whether another page exists.
     let page = query.limit;
     let mut items = earnings::list(

@@ -6,6 +6,7 @@
 //! is flushed as its own chunk.
 
 use std::convert::Infallible;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -23,6 +24,7 @@ use uuid::Uuid;
 use super::extract::ApiQuery;
 use super::AppState;
 use crate::auth::AuthUser;
+use crate::domain::event::Topic;
 use crate::domain::time::{now_ms, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::push::feed::EndReason;
@@ -114,6 +116,29 @@ pub fn control_frame(name: &str, data: serde_json::Value, id: Option<&str>) -> B
     Bytes::from(format!("{id}event: {name}\ndata: {envelope}\n\n"))
 }
 
+/// The delivery counter of `topic`. The handles are resolved once: the
+/// `counter!` macro looks its key up in the registry on every call, and this
+/// runs once per event per stream.
+fn delivered(topic: Topic) -> &'static metrics::Counter {
+    static COUNTERS: OnceLock<[metrics::Counter; 4]> = OnceLock::new();
+    let counters = COUNTERS.get_or_init(|| {
+        [
+            Topic::Earnings,
+            Topic::Notifications,
+            Topic::Other,
+            Topic::Internal,
+        ]
+        .map(|t| metrics::counter!("earntrack_events_delivered_total", "topic" => t.label()))
+    });
+    let i = match topic {
+        Topic::Earnings => 0,
+        Topic::Notifications => 1,
+        Topic::Other => 2,
+        Topic::Internal => 3,
+    };
+    &counters[i]
+}
+
 /// Logs the end of a stream with its duration however it ends, including
 /// when the client goes away and the body is simply dropped.
 struct StreamGuard {
@@ -178,7 +203,7 @@ fn sse(
                 }
                 item = feed.next() => match item {
                     Item::Event(frame, cursor) => {
-                        metrics::counter!("earntrack_events_delivered_total", "topic" => frame.topic.label()).increment(1);
+                        delivered(frame.topic).increment(1);
                         yield Ok(Bytes::from(format!("id: {cursor}\n")));
                         yield Ok(frame.sse.clone());
                     }

@@ -67,7 +67,7 @@ pub async fn list(
         }
     };
     let mut tx = app.db.begin_snapshot().await?;
-    let position = crate::push::feed::current_position(&mut tx, me.id).await?;
+    let position = crate::db::event_log::current_position(&mut tx, me.id).await?;
     // One row more than the page tells whether another page exists.
     let mut rows = notifications::list(&mut tx, me.id, unread, before, limit + 1).await?;
     tx.commit().await?;

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -39,7 +38,6 @@ pub struct PollParams {
 pub async fn poll(
     State(app): State<AppState>,
     me: AuthUser,
-    _headers: HeaderMap,
     ApiQuery(p): ApiQuery<PollParams>,
 ) -> ApiResult<Json<Value>> {
     let timeout = match p.timeout.as_deref().filter(|t| !t.is_empty()) {

@@ -83,18 +83,14 @@ impl CursorCodec {
         })
     }
 
+    /// `<log>.<user tag>`: the part of every cursor of `user` that never
+    /// changes. A feed computes it once, not once per event (it hashes).
+    pub fn prefix(&self, user: Uuid) -> String {
+        format!("{}.{}", self.log_id, self.user_tag(user))
+    }
+
     pub fn encode(&self, user: Uuid, pos: &Position) -> String {
-        let mut s = format!(
-            "{}.{}.{}.{}",
-            self.log_id,
-            self.user_tag(user),
-            pos.user,
-            pos.broadcast
-        );
-        for (room, seq) in &pos.rooms {
-            let _ = write!(s, ".{room}:{seq}");
-        }
-        s
+        encode_with(&self.prefix(user), pos)
     }
 
     /// The position a cursor names, or `None` when it is malformed, from
@@ -119,6 +115,15 @@ impl CursorCodec {
         }
         Some(pos)
     }
+}
+
+/// The cursor of `pos` after a `prefix` from `CursorCodec::prefix`.
+pub fn encode_with(prefix: &str, pos: &Position) -> String {
+    let mut s = format!("{prefix}.{}.{}", pos.user, pos.broadcast);
+    for (room, seq) in &pos.rooms {
+        let _ = write!(s, ".{room}:{seq}");
+    }
+    s
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use super::cursor::{CursorCodec, Position};
+use super::cursor::{encode_with, CursorCodec, Position};
 use super::frame::Frame;
 use super::hub::{Signal, Subscription};
 use crate::db::{event_log, rooms, Db};
@@ -119,6 +119,8 @@ pub struct Feed {
     sub: Subscription,
     ctx: FeedContext,
     user: Uuid,
+    /// `<log>.<user tag>`, computed once: every delivered event needs a cursor.
+    prefix: String,
     pos: Position,
     filter: TopicFilter,
     backlog: VecDeque<Arc<Frame>>,
@@ -138,7 +140,7 @@ impl Feed {
         filter: TopicFilter,
     ) -> Result<(Feed, Opening), sqlx::Error> {
         let mut conn = ctx.db.read.acquire().await?;
-        let current = current_position(&mut conn, user).await?;
+        let current = event_log::current_position(&mut conn, user).await?;
         let (pos, opening) = match resume.map(|c| ctx.codec.decode(user, c)) {
             None => (current, Opening::Fresh),
             Some(Some(mut wanted))
@@ -161,6 +163,7 @@ impl Feed {
         let feed = Feed {
             sub,
             ctx: ctx.clone(),
+            prefix: ctx.codec.prefix(user),
             user,
             pos,
             filter,
@@ -174,7 +177,7 @@ impl Feed {
 
     /// The cursor of everything delivered so far.
     pub fn cursor(&self) -> String {
-        self.ctx.codec.encode(self.user, &self.pos)
+        encode_with(&self.prefix, &self.pos)
     }
 
     /// Events taken from the log rather than the live channel.
@@ -297,13 +300,4 @@ async fn resumable(
         behind += bounds.seq - at;
     }
     Ok(behind <= replay_max)
-}
-
-/// A user's current position in every stream they follow, read on `conn`
-/// (inside a snapshot when it must agree with other data read there).
-pub async fn current_position(
-    conn: &mut sqlx::AnyConnection,
-    user: Uuid,
-) -> Result<Position, sqlx::Error> {
-    event_log::current_position(conn, user).await
 }

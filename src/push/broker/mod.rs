@@ -13,7 +13,7 @@ use super::frame::Frame;
 use super::hub::Hub;
 
 /// Messages about connections rather than events, for every server's hub.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Control {
     /// End all streams of a user (admin force-disconnect).
     Disconnect { user: Uuid },

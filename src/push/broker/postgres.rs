@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::AnyConnection;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::{apply, Broker, Control};
 use crate::db::Db;
@@ -50,24 +49,13 @@ struct EventNote<'a> {
     e: Option<Cow<'a, str>>,
 }
 
+/// `Control` is carried as is, externally tagged: flattened or internally
+/// tagged enums go through serde's buffering, which cannot read numbers
+/// under serde_json's `arbitrary_precision`.
 #[derive(Serialize, Deserialize)]
 struct ControlNote {
     o: String,
-    #[serde(flatten)]
-    message: ControlMessage,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "t")]
-enum ControlMessage {
-    #[serde(rename = "disconnect")]
-    Disconnect { user: Uuid },
-    #[serde(rename = "membership")]
-    Membership {
-        room: i64,
-        user: Uuid,
-        joined: Option<i64>,
-    },
+    m: Control,
 }
 
 /// NOTIFY other servers of `frame`, inside the appending transaction.
@@ -125,12 +113,7 @@ impl Broker for PostgresBroker {
         apply(&self.hub, &message);
         let note = ControlNote {
             o: self.db.server_id.to_string(),
-            message: match message {
-                Control::Disconnect { user } => ControlMessage::Disconnect { user },
-                Control::Membership { room, user, joined } => {
-                    ControlMessage::Membership { room, user, joined }
-                }
-            },
+            m: message,
         };
         let payload = serde_json::to_string(&note).expect("serializable");
         let pool = self.db.writer().clone();
@@ -213,15 +196,7 @@ async fn connect(url: &str, server_id: &str) -> Result<PgListener, sqlx::Error> 
 async fn handle(db: &Db, hub: &Hub, channel: &str, payload: &str) {
     if channel == CONTROL {
         match serde_json::from_str::<ControlNote>(payload) {
-            Ok(note) if note.o != *db.server_id => apply(
-                hub,
-                &match note.message {
-                    ControlMessage::Disconnect { user } => Control::Disconnect { user },
-                    ControlMessage::Membership { room, user, joined } => {
-                        Control::Membership { room, user, joined }
-                    }
-                },
-            ),
+            Ok(note) if note.o != *db.server_id => apply(hub, &note.m),
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "bad control notification"),
         }
@@ -261,4 +236,26 @@ async fn fetch(db: &Db, stream: &str, seq: i64) -> Result<Option<(String, String
         .bind(seq)
         .fetch_optional(&db.read)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn control_notes_round_trip_with_numbers() {
+        let m = Control::Membership {
+            room: 7,
+            user: Uuid::new_v4(),
+            joined: Some(42),
+        };
+        let text = serde_json::to_string(&ControlNote {
+            o: "a".into(),
+            m: m.clone(),
+        })
+        .unwrap();
+        let back: ControlNote = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.m, m);
+    }
 }
