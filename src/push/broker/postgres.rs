@@ -49,9 +49,7 @@ struct EventNote<'a> {
     e: Option<Cow<'a, str>>,
 }
 
-/// `Control` is carried as is, externally tagged: flattened or internally
-/// tagged enums go through serde's buffering, which cannot read numbers
-/// under serde_json's `arbitrary_precision`.
+/// A control message and the server that sent it (to skip its own).
 #[derive(Serialize, Deserialize)]
 struct ControlNote {
     o: String,
