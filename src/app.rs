@@ -120,7 +120,7 @@ impl App {
             hub.close_all();
         };
         let listener = crate::net::Listener::new(listener, state.config.write_timeout());
-        let server = serve(listener, router, stop);
+        let server = serve(listener, state.clone(), router, stop);
         let cancelled = state.shutdown.clone();
         let server = tokio::spawn(server);
         // Bound the drain: a request stuck past it must not keep the
@@ -145,19 +145,20 @@ impl App {
 }
 
 /// The accept loop (what `axum::serve` does, with hyper's HTTP/1 buffers
-/// capped). Every connection shares the one router: handing axum the
-/// `Router` itself clones every route and layer stack per connection, which
-/// a long-lived stream then holds (~36 KiB each). `max_buf_size(8192)`, the
-/// least hyper allows, keeps the read buffer from growing past 8 KiB: a
-/// stream sends one small request and then only writes.
+/// capped, and the lean path for streams). Every connection shares the one
+/// router: handing axum the `Router` itself clones every route and layer
+/// stack per connection, which a long-lived stream then holds (~36 KiB
+/// each). `max_buf_size(8192)`, the least hyper allows, keeps the read
+/// buffer from growing past 8 KiB. A plain `GET /events` on a fresh
+/// connection skips hyper altogether (see `http::fast_path`).
 /// On `stop`: stop accepting, drop the listener (a reconnect is refused),
 /// and let every connection finish what it is doing.
 async fn serve(
     mut listener: crate::net::Listener,
+    state: AppState,
     router: axum::Router,
     stop: impl Future<Output = ()>,
 ) {
-    use axum::serve::Listener as _;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto;
     use hyper_util::server::graceful::GracefulShutdown;
@@ -166,31 +167,52 @@ async fn serve(
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().max_buf_size(8192);
+    // Shared, not cloned: every connection task holds what it captures for
+    // as long as the connection lives.
+    let builder = Arc::new(builder);
+    let write_timeout = listener.write_timeout();
     let graceful = GracefulShutdown::new();
+    let streams = tokio_util::task::TaskTracker::new();
     tokio::pin!(stop);
     loop {
-        let (io, _addr) = tokio::select! {
+        let tcp = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = &mut stop => break,
         };
-        let service =
-            router
-                .clone()
-                .map_request(|req: axum::http::Request<hyper::body::Incoming>| {
-                    req.map(axum::body::Body::new)
-                });
-        let connection = builder
-            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
+        let (state, router, builder, watcher) = (
+            state.clone(),
+            router.clone(),
+            builder.clone(),
+            graceful.watcher(),
+        );
+        streams.spawn(async move {
+            let accepted = tokio::select! {
+                accepted = http::fast_path::accept(&state, &tcp) => accepted,
+                // A connection that has sent nothing yet must not hold up
+                // shutdown.
+                _ = state.shutdown.cancelled() => return,
+            };
+            if let Some(stream) = accepted {
+                drop((router, builder, watcher));
+                stream.run(tcp, write_timeout).await;
+                return;
+            }
+            let service = router.map_request(|req: axum::http::Request<hyper::body::Incoming>| {
+                req.map(axum::body::Body::new)
+            });
+            let io = TokioIo::new(crate::net::WriteDeadline::new(tcp, write_timeout));
+            let connection = builder
+                .serve_connection(io, TowerToHyperService::new(service))
+                .into_owned();
+            if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
         });
     }
     drop(listener);
+    streams.close();
     graceful.shutdown().await;
+    streams.wait().await;
 }
 
 /// A listening socket with a deep accept queue: after a restart every client

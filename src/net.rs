@@ -1,15 +1,15 @@
-//! The listening socket. Every accepted connection is wrapped in
+//! The listening socket. Every connection hyper serves is wrapped in
 //! `WriteDeadline`, which fails a write that has made no progress for the
 //! configured time. That is how a client that stopped reading (a dead
 //! laptop, a stalled proxy) is cut off: its stream is not polled while the
 //! socket is full, so nothing inside the stream could notice. hyper then
 //! drops the connection, the subscription leaves the hub, and the client
 //! resumes with `Last-Event-ID` when it comes back. Other clients never wait
-//! for it: each connection has its own socket and task.
+//! for it: each connection has its own socket and task. (Streams served by
+//! `http::fast_path` time their writes the same way.)
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -32,28 +32,19 @@ impl Listener {
     }
 }
 
-impl axum::serve::Listener for Listener {
-    type Io = WriteDeadline;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+impl Listener {
+    /// The next connection. Errors (out of file descriptors, a connection
+    /// reset before accept) are logged and waited out, as axum's own
+    /// listener does.
+    pub async fn accept(&mut self) -> TcpStream {
         loop {
             match self.inner.accept().await {
-                Ok((tcp, addr)) => {
+                Ok((tcp, _addr)) => {
                     // Frames are small and latency matters more than
                     // packet count.
                     let _ = tcp.set_nodelay(true);
-                    return (
-                        WriteDeadline {
-                            tcp,
-                            timeout: self.write_timeout,
-                            deadline: None,
-                        },
-                        addr,
-                    );
+                    return tcp;
                 }
-                // Out of file descriptors or a connection reset before
-                // accept: wait a little and go on (as axum's own listener does).
                 Err(err) => {
                     tracing::warn!(error = %err, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -62,8 +53,8 @@ impl axum::serve::Listener for Listener {
         }
     }
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+    pub fn write_timeout(&self) -> Duration {
+        self.write_timeout
     }
 }
 
@@ -77,6 +68,14 @@ pub struct WriteDeadline {
 }
 
 impl WriteDeadline {
+    pub fn new(tcp: TcpStream, timeout: Duration) -> Self {
+        WriteDeadline {
+            tcp,
+            timeout,
+            deadline: None,
+        }
+    }
+
     fn check<T>(
         &mut self,
         cx: &mut Context<'_>,

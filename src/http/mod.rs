@@ -8,6 +8,7 @@ pub mod assets;
 pub mod earnings;
 pub mod events;
 pub mod extract;
+pub mod fast_path;
 pub mod notifications;
 pub mod openapi;
 pub mod ops;
@@ -146,14 +147,24 @@ async fn record_metrics(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let started = Instant::now();
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("earntrack_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("earntrack_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    record_request(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
+}
+
+/// Count one answered request (also for the streams `fast_path` answers).
+pub fn record_request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    let (method, route) = (method.to_owned(), route.to_owned());
+    metrics::counter!("earntrack_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("earntrack_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(elapsed.as_secs_f64());
 }
 
 /// `204 No Content`.

@@ -196,11 +196,8 @@ impl Feed {
 
     pub async fn next(&mut self) -> Item {
         loop {
-            if let Some(frame) = self.backlog.pop_front() {
-                if let Some(item) = self.accept(frame) {
-                    return item;
-                }
-                continue;
+            if let Some(item) = self.take_backlog() {
+                return item;
             }
             if self.catch_up {
                 if let Err(err) = self.read_log().await {
@@ -215,36 +212,87 @@ impl Feed {
                 r = self.sub.rx.recv() => r,
                 r = self.sub.all.recv() => r,
             };
-            match received {
-                Ok(Signal::Event(frame)) => match self.pos.get(&frame.key) {
-                    None => {}
-                    Some(at) if frame.seq <= at => {}
-                    Some(at) if frame.seq == at + 1 => {
-                        self.lags = 0;
-                        if let Some(item) = self.accept(frame) {
-                            return item;
-                        }
-                    }
-                    // A hole before this frame: its events are in the log.
-                    Some(_) => self.catch_up = true,
-                },
-                Ok(Signal::Ping) => return Item::Ping,
-                Ok(Signal::Joined { room, seq }) => {
-                    self.pos.rooms.entry(room).or_insert(seq);
-                    self.catch_up = true;
-                }
-                Ok(Signal::Left { .. }) | Ok(Signal::Resync) => self.catch_up = true,
-                Ok(Signal::Close) => return Item::End(EndReason::Closed),
-                Err(RecvError::Lagged(_)) => {
-                    self.lags += 1;
-                    if self.lags > MAX_LAGS {
-                        metrics::counter!("earntrack_slow_subscriber_drops_total").increment(1);
-                        return Item::End(EndReason::TooSlow);
-                    }
-                    self.catch_up = true;
-                }
-                Err(RecvError::Closed) => return Item::End(EndReason::Closed),
+            if let Some(item) = self.receive(received) {
+                return item;
             }
+        }
+    }
+
+    /// The next item if it is already here (queued in a channel or in the
+    /// backlog); `None` when it would mean waiting or reading the log. A
+    /// stream uses it to write everything that is queued with one write.
+    pub fn try_next(&mut self) -> Option<Item> {
+        use tokio::sync::broadcast::error::TryRecvError;
+        loop {
+            if let Some(item) = self.take_backlog() {
+                return Some(item);
+            }
+            if self.catch_up {
+                return None;
+            }
+            let received = match self.sub.rx.try_recv() {
+                Err(TryRecvError::Empty) => self.sub.all.try_recv(),
+                other => other,
+            };
+            let received = match received {
+                Ok(signal) => Ok(signal),
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+            };
+            if let Some(item) = self.receive(received) {
+                return Some(item);
+            }
+        }
+    }
+
+    /// The first backlog frame that is due, skipping those already delivered.
+    fn take_backlog(&mut self) -> Option<Item> {
+        while let Some(frame) = self.backlog.pop_front() {
+            if let Some(item) = self.accept(frame) {
+                return Some(item);
+            }
+        }
+        None
+    }
+
+    /// Apply one message from a channel; an item when there is one to deliver.
+    fn receive(&mut self, received: Result<Signal, RecvError>) -> Option<Item> {
+        match received {
+            Ok(Signal::Event(frame)) => match self.pos.get(&frame.key) {
+                None => None,
+                Some(at) if frame.seq <= at => None,
+                Some(at) if frame.seq == at + 1 => {
+                    self.lags = 0;
+                    self.accept(frame)
+                }
+                // A hole before this frame: its events are in the log.
+                Some(_) => {
+                    self.catch_up = true;
+                    None
+                }
+            },
+            Ok(Signal::Ping) => Some(Item::Ping),
+            Ok(Signal::Joined { room, seq }) => {
+                self.pos.rooms.entry(room).or_insert(seq);
+                self.catch_up = true;
+                None
+            }
+            Ok(Signal::Left { .. }) | Ok(Signal::Resync) => {
+                self.catch_up = true;
+                None
+            }
+            Ok(Signal::Close) => Some(Item::End(EndReason::Closed)),
+            Err(RecvError::Lagged(_)) => {
+                self.lags += 1;
+                if self.lags > MAX_LAGS {
+                    metrics::counter!("earntrack_slow_subscriber_drops_total").increment(1);
+                    return Some(Item::End(EndReason::TooSlow));
+                }
+                self.catch_up = true;
+                None
+            }
+            Err(RecvError::Closed) => Some(Item::End(EndReason::Closed)),
         }
     }
 

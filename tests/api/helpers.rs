@@ -21,6 +21,11 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub base: String,
     pub client: reqwest::Client,
+    /// For streams: a fresh connection each (no idle pool), as an
+    /// EventSource usually gets, so streams take the server's lean path
+    /// (`http::fast_path`). `client` reuses connections, so its streams
+    /// often go through the router.
+    pub streams: reqwest::Client,
     pub state: AppState,
     pub dir: TempDir,
     pub database_url: String,
@@ -77,6 +82,11 @@ pub async fn start(config: Config, dir: TempDir) -> TestApp {
         base: format!("http://{addr}"),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        streams: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(0)
             .build()
             .unwrap(),
         state,
@@ -195,7 +205,7 @@ impl TestApp {
     /// Open `/events` with a bearer token and extra query (`""` for none).
     pub async fn stream(&self, token: &str, query: &str) -> SseClient {
         let res = self
-            .client
+            .streams
             .get(self.url(&format!("/events{query}")))
             .bearer_auth(token)
             .send()
@@ -207,7 +217,7 @@ impl TestApp {
     /// Open `/events` resuming with a `Last-Event-ID` header.
     pub async fn resume(&self, token: &str, last_event_id: &str) -> SseClient {
         let res = self
-            .client
+            .streams
             .get(self.url("/events"))
             .bearer_auth(token)
             .header("Last-Event-ID", last_event_id)

@@ -10,6 +10,7 @@ mod pg;
 mod accounts;
 mod admin;
 mod earnings;
+mod fast_path;
 mod notifications;
 mod process;
 mod resume;

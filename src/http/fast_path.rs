@@ -1,0 +1,234 @@
+//! The lean path for `GET /events`. A stream lives for hours and, once its
+//! response head is out, only ever writes; hyper would still keep its
+//! per-connection read and write buffers (8 KiB each at least), its
+//! connection state machine and the boxed body for all that time. Measured
+//! with 10,000 idle streams that was most of the 17.7 KiB each cost, so a
+//! plain stream request on a fresh connection is served here instead, on the
+//! bare socket: the request head is parsed from a temporary buffer that is
+//! freed before the first event, and what stays per stream is the `Session`
+//! (feed, subscription, expiry timer) and the socket.
+//!
+//! The rule is "serve here only what is certain to succeed exactly as the
+//! router would answer it": the head is only peeked at (not read) while we
+//! decide, and anything unusual — a head split over several packets, another
+//! method or path, an `Origin` (CORS headers), a request body, a bad token, a
+//! limit reached — leaves the connection untouched for hyper and the router,
+//! which give the normal answer, error JSON included.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::{request, HeaderName, HeaderValue, Method, Request, Version};
+use bytes::Buf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use super::events::{Session, StreamParams};
+use super::extract::ApiQuery;
+use super::AppState;
+use crate::auth::AuthUser;
+
+/// The largest request head served here; bigger ones go to hyper.
+const MAX_HEAD: usize = 8 * 1024;
+const MAX_HEADERS: usize = 48;
+
+/// A stream accepted by the lean path, not yet answered.
+pub struct Accepted {
+    session: Session,
+    /// Bytes of the request head, to consume from the socket.
+    head_len: usize,
+    /// HTTP/1.0: no chunked encoding, the body ends when the socket closes.
+    http10: bool,
+    first: Vec<u8>,
+    started: Instant,
+}
+
+/// Decide whether `tcp`'s first request is a stream this path serves, and if
+/// so open its session. `None`: hand the connection, unread, to hyper.
+pub async fn accept(app: &AppState, tcp: &TcpStream) -> Option<Accepted> {
+    let started = Instant::now();
+    let head = peek_head(tcp).await?;
+    let (mut parts, head_len) = parse_head(&head)?;
+    drop(head);
+    if !serves(&parts) {
+        return None;
+    }
+    let me = AuthUser::from_request_parts(&mut parts, app).await.ok()?;
+    let ApiQuery(params) = ApiQuery::<StreamParams>::from_request_parts(&mut parts, app)
+        .await
+        .ok()?;
+    let mut first = Vec::new();
+    let session = Session::open(app, &me, &parts.headers, &params, &mut first)
+        .await
+        .ok()?;
+    Some(Accepted {
+        session,
+        head_len,
+        http10: parts.version == Version::HTTP_10,
+        first,
+        started,
+    })
+}
+
+/// The first packet(s) of the connection, without consuming them. `None`
+/// when the client closed, or sent no complete head in what arrived first.
+async fn peek_head(tcp: &TcpStream) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; MAX_HEAD];
+    let n = tcp.peek(&mut buf).await.ok()?;
+    buf.truncate(n);
+    (n > 0).then_some(buf)
+}
+
+fn parse_head(head: &[u8]) -> Option<(request::Parts, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(len) = req.parse(head).ok()? else {
+        return None;
+    };
+    let version = match req.version? {
+        0 => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut builder = Request::builder()
+        .method(Method::from_bytes(req.method?.as_bytes()).ok()?)
+        .uri(req.path?)
+        .version(version);
+    for h in req.headers.iter() {
+        builder = builder.header(
+            HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+            HeaderValue::from_bytes(h.value).ok()?,
+        );
+    }
+    let (parts, ()) = builder.body(()).ok()?.into_parts();
+    Some((parts, len))
+}
+
+/// A plain stream request: `GET /events[?…]`, no body, no CORS, no upgrade.
+fn serves(parts: &request::Parts) -> bool {
+    let h = &parts.headers;
+    parts.method == Method::GET
+        && parts.uri.path() == "/events"
+        && !h.contains_key("origin")
+        && !h.contains_key("content-length")
+        && !h.contains_key("transfer-encoding")
+        && !h.contains_key("upgrade")
+        && !h.contains_key("expect")
+}
+
+impl Accepted {
+    /// Answer the request and write the stream until it ends, the client
+    /// goes away, or a write makes no progress for `write_timeout` (a client
+    /// that stopped reading; it resumes with `Last-Event-ID` later).
+    pub async fn run(self, mut tcp: TcpStream, write_timeout: Duration) {
+        let Accepted {
+            mut session,
+            head_len,
+            http10,
+            first,
+            started,
+        } = self;
+        let span = session.span().clone();
+        async move {
+            if tcp.read_exact(&mut vec![0u8; head_len]).await.is_err() {
+                return;
+            }
+            super::record_request("GET", "/events", 200, started.elapsed());
+            let mut wire = response_head(http10);
+            frame_into(&mut wire, &first, http10);
+            drop(first);
+            if write(&mut tcp, &wire, write_timeout).await.is_err() {
+                return;
+            }
+            drop(wire);
+            loop {
+                let mut batch = Vec::new();
+                let open = tokio::select! {
+                    biased;
+                    () = client_gone(&tcp) => return,
+                    open = session.next_batch(&mut batch) => open,
+                };
+                if !batch.is_empty() {
+                    let mut chunk = Vec::with_capacity(batch.len() + 16);
+                    frame_into(&mut chunk, &batch, http10);
+                    if write(&mut tcp, &chunk, write_timeout).await.is_err() {
+                        return;
+                    }
+                }
+                if !open {
+                    break;
+                }
+            }
+            // The end of the body, then close: the client reconnects.
+            if !http10 {
+                let _ = write(&mut tcp, b"0\r\n\r\n", write_timeout).await;
+            }
+            let _ = tcp.shutdown().await;
+        }
+        .instrument(span)
+        .await;
+    }
+}
+
+/// The response head, as the router's handler answers (see `events::stream`).
+fn response_head(http10: bool) -> Vec<u8> {
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let framing = if http10 {
+        "connection: close\r\n"
+    } else {
+        "transfer-encoding: chunked\r\n"
+    };
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache, no-transform\r\nx-accel-buffering: no\r\n{framing}date: {date}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// `data` as one chunk of a chunked body (as is on HTTP/1.0).
+fn frame_into(out: &mut Vec<u8>, data: &[u8], http10: bool) {
+    if http10 {
+        out.extend_from_slice(data);
+    } else {
+        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Write all of `bytes`, failing when the client accepts nothing for
+/// `timeout`. The timer is armed only if the write has to wait.
+async fn write(tcp: &mut TcpStream, bytes: &[u8], timeout: Duration) -> io::Result<()> {
+    let mut rest = bytes;
+    while rest.has_remaining() {
+        match tokio::time::timeout(timeout, tcp.write(rest)).await {
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => rest.advance(n),
+            Ok(Err(err)) => return Err(err),
+            Err(_) => {
+                metrics::counter!("earntrack_slow_subscriber_drops_total").increment(1);
+                tracing::info!("closing a connection that stopped reading");
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves when the client has closed its side (or the socket failed).
+/// Anything it sends after its request is read and dropped: a stream takes
+/// no second request.
+async fn client_gone(tcp: &TcpStream) {
+    loop {
+        if tcp.readable().await.is_err() {
+            return;
+        }
+        let mut sink = [0u8; 256];
+        match tcp.try_read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
