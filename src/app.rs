@@ -59,12 +59,12 @@ impl App {
             Backend::Postgres => Arc::new(PostgresBroker::new(hub.clone(), db.clone())),
         };
         let publisher = Publisher::new(broker);
-        let feeds = FeedContext {
+        let feeds = Arc::new(FeedContext {
             db: db.clone(),
             codec: CursorCodec::new(db.log_id.to_string()),
             replay_permits: Arc::new(Semaphore::new(config.replay_concurrency.max(1))),
             replay_max: config.replay_max,
-        };
+        });
         let listener = bind(config.addr).with_context(|| format!("binding {}", config.addr))?;
         let config_rate = config.rate_limit_per_min;
         let db_backend = db.backend;
@@ -179,22 +179,27 @@ async fn serve(
             accepted = listener.accept() => accepted,
             _ = &mut stop => break,
         };
-        let (state, router, builder, watcher) = (
+        let (state, router, builder, watcher, tracker) = (
             state.clone(),
             router.clone(),
             builder.clone(),
             graceful.watcher(),
+            streams.clone(),
         );
+        // A future is as big as its biggest state, and a stream's lives for
+        // hours: the decision (peeking, the database) and hyper's connection
+        // (~3 KiB) are boxed, and a lean stream gets a task of its own.
         streams.spawn(async move {
             let accepted = tokio::select! {
-                accepted = http::fast_path::accept(&state, &tcp) => accepted,
+                accepted = Box::pin(http::fast_path::accept(&state, &tcp)) => accepted,
                 // A connection that has sent nothing yet must not hold up
                 // shutdown.
                 _ = state.shutdown.cancelled() => return,
             };
             if let Some(stream) = accepted {
-                drop((router, builder, watcher));
-                stream.run(tcp, write_timeout).await;
+                // A task of its own, holding only the stream: this one's
+                // future has room for hyper's connection as well.
+                tracker.spawn(stream.run(tcp, write_timeout));
                 return;
             }
             let service = router.map_request(|req: axum::http::Request<hyper::body::Incoming>| {
@@ -204,7 +209,7 @@ async fn serve(
             let connection = builder
                 .serve_connection(io, TowerToHyperService::new(service))
                 .into_owned();
-            if let Err(err) = watcher.watch(connection).await {
+            if let Err(err) = Box::pin(watcher.watch(connection)).await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
         });

@@ -15,12 +15,13 @@
 //! limit reached — leaves the connection untouched for hyper and the router,
 //! which give the normal answer, error JSON included.
 
+use std::future::Future;
 use std::io;
+use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::{request, HeaderName, HeaderValue, Method, Request, Version};
-use bytes::Buf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::Instrument;
@@ -32,6 +33,7 @@ use crate::auth::AuthUser;
 
 /// The largest request head served here; bigger ones go to hyper.
 const MAX_HEAD: usize = 8 * 1024;
+const FIRST_PEEK: usize = 2 * 1024;
 const MAX_HEADERS: usize = 48;
 
 /// A stream accepted by the lean path, not yet answered.
@@ -74,11 +76,18 @@ pub async fn accept(app: &AppState, tcp: &TcpStream) -> Option<Accepted> {
 
 /// The first packet(s) of the connection, without consuming them. `None`
 /// when the client closed, or sent no complete head in what arrived first.
+/// Most heads fit the first, small buffer; the large one is only for heads
+/// with big cookies (thousands of connects at once each hold one).
 async fn peek_head(tcp: &TcpStream) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; MAX_HEAD];
-    let n = tcp.peek(&mut buf).await.ok()?;
-    buf.truncate(n);
-    (n > 0).then_some(buf)
+    for size in [FIRST_PEEK, MAX_HEAD] {
+        let mut buf = vec![0u8; size];
+        let n = tcp.peek(&mut buf).await.ok()?;
+        if n < size {
+            buf.truncate(n);
+            return (n > 0).then_some(buf);
+        }
+    }
+    None
 }
 
 fn parse_head(head: &[u8]) -> Option<(request::Parts, usize)> {
@@ -121,53 +130,49 @@ impl Accepted {
     /// Answer the request and write the stream until it ends, the client
     /// goes away, or a write makes no progress for `write_timeout` (a client
     /// that stopped reading; it resumes with `Last-Event-ID` later).
-    pub async fn run(self, mut tcp: TcpStream, write_timeout: Duration) {
-        let Accepted {
-            mut session,
-            head_len,
-            http10,
-            first,
-            started,
-        } = self;
-        let span = session.span().clone();
-        async move {
-            if tcp.read_exact(&mut vec![0u8; head_len]).await.is_err() {
-                return;
-            }
-            super::record_request("GET", "/events", 200, started.elapsed());
-            let mut wire = response_head(http10);
-            frame_into(&mut wire, &first, http10);
-            drop(first);
-            if write(&mut tcp, &wire, write_timeout).await.is_err() {
-                return;
-            }
-            drop(wire);
-            loop {
-                let mut batch = Vec::new();
-                let open = tokio::select! {
-                    biased;
-                    () = client_gone(&tcp) => return,
-                    open = session.next_batch(&mut batch) => open,
-                };
-                if !batch.is_empty() {
-                    let mut chunk = Vec::with_capacity(batch.len() + 16);
-                    frame_into(&mut chunk, &batch, http10);
-                    if write(&mut tcp, &chunk, write_timeout).await.is_err() {
-                        return;
-                    }
-                }
-                if !open {
-                    break;
-                }
-            }
-            // The end of the body, then close: the client reconnects.
-            if !http10 {
-                let _ = write(&mut tcp, b"0\r\n\r\n", write_timeout).await;
-            }
-            let _ = tcp.shutdown().await;
+    ///
+    /// Not an `async fn` around an `async` block: each would store its own
+    /// copy of the session, and this future lives as long as the stream.
+    pub fn run(self, tcp: TcpStream, write_timeout: Duration) -> impl Future<Output = ()> {
+        let span = self.session.span().clone();
+        self.serve(tcp, write_timeout).instrument(span)
+    }
+
+    async fn serve(mut self, mut tcp: TcpStream, write_timeout: Duration) {
+        if tcp.read_exact(&mut vec![0u8; self.head_len]).await.is_err() {
+            return;
         }
-        .instrument(span)
-        .await;
+        super::record_request("GET", "/events", 200, self.started.elapsed());
+        let mut wire = response_head(self.http10);
+        frame_into(&mut wire, &std::mem::take(&mut self.first), self.http10);
+        if write(&mut tcp, &wire, write_timeout).await.is_err() {
+            return;
+        }
+        drop(wire);
+        loop {
+            let mut batch = Vec::new();
+            let open = tokio::select! {
+                biased;
+                () = client_gone(&tcp) => return,
+                open = self.session.next_batch(&mut batch) => open,
+            };
+            if !batch.is_empty() {
+                let mut chunk = Vec::with_capacity(batch.len() + 16);
+                frame_into(&mut chunk, &batch, self.http10);
+                drop(batch);
+                if write(&mut tcp, &chunk, write_timeout).await.is_err() {
+                    return;
+                }
+            }
+            if !open {
+                break;
+            }
+        }
+        // The end of the body, then close: the client reconnects.
+        if !self.http10 {
+            let _ = write(&mut tcp, b"0\r\n\r\n", write_timeout).await;
+        }
+        let _ = tcp.shutdown().await;
     }
 }
 
@@ -197,38 +202,52 @@ fn frame_into(out: &mut Vec<u8>, data: &[u8], http10: bool) {
 }
 
 /// Write all of `bytes`, failing when the client accepts nothing for
-/// `timeout`. The timer is armed only if the write has to wait.
+/// `timeout`. Almost always the socket has room and this never waits; the
+/// waiting path (with its timer) is boxed so that every stream's future
+/// does not carry its space.
 async fn write(tcp: &mut TcpStream, bytes: &[u8], timeout: Duration) -> io::Result<()> {
     let mut rest = bytes;
-    while rest.has_remaining() {
-        match tokio::time::timeout(timeout, tcp.write(rest)).await {
-            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(Ok(n)) => rest.advance(n),
-            Ok(Err(err)) => return Err(err),
-            Err(_) => {
-                metrics::counter!("earntrack_slow_subscriber_drops_total").increment(1);
-                tracing::info!("closing a connection that stopped reading");
-                return Err(io::ErrorKind::TimedOut.into());
+    while !rest.is_empty() {
+        match tcp.try_write(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                return Box::pin(write_waiting(tcp, rest, timeout)).await;
             }
+            Err(err) => return Err(err),
         }
     }
     Ok(())
 }
 
+async fn write_waiting(tcp: &mut TcpStream, bytes: &[u8], timeout: Duration) -> io::Result<()> {
+    match tokio::time::timeout(timeout, tcp.write_all(bytes)).await {
+        Ok(result) => result,
+        Err(_) => {
+            metrics::counter!("earntrack_slow_subscriber_drops_total").increment(1);
+            tracing::info!("closing a connection that stopped reading");
+            Err(io::ErrorKind::TimedOut.into())
+        }
+    }
+}
+
 /// Resolves when the client has closed its side (or the socket failed).
 /// Anything it sends after its request is read and dropped: a stream takes
-/// no second request.
+/// no second request. Polls readiness directly rather than through
+/// `readable()`, whose future (a waiter node, ~170 bytes) would be part of
+/// every stream's task.
 async fn client_gone(tcp: &TcpStream) {
-    loop {
-        if tcp.readable().await.is_err() {
-            return;
+    std::future::poll_fn(|cx| loop {
+        if ready!(tcp.poll_read_ready(cx)).is_err() {
+            return Poll::Ready(());
         }
         let mut sink = [0u8; 256];
         match tcp.try_read(&mut sink) {
-            Ok(0) => return,
+            Ok(0) => return Poll::Ready(()),
             Ok(_) => {}
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
+            Err(_) => return Poll::Ready(()),
         }
-    }
+    })
+    .await
 }

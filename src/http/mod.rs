@@ -47,7 +47,8 @@ pub struct Shared {
     pub hub: Hub,
     pub presence: Presence,
     pub publisher: Publisher,
-    pub feeds: FeedContext,
+    /// Shared by every feed (an `Arc`: each open stream holds one).
+    pub feeds: Arc<FeedContext>,
     /// Cancelled when shutdown starts: readiness turns 503.
     pub shutdown: CancellationToken,
     pub metrics: PrometheusHandle,

@@ -117,7 +117,7 @@ pub enum EndReason {
 
 pub struct Feed {
     sub: Subscription,
-    ctx: FeedContext,
+    ctx: Arc<FeedContext>,
     user: Uuid,
     /// `<log>.<user tag>`, computed once: every delivered event needs a cursor.
     prefix: String,
@@ -133,7 +133,7 @@ pub struct Feed {
 impl Feed {
     /// Open a feed on `sub` (already subscribed), resuming after `resume`.
     pub async fn open(
-        ctx: &FeedContext,
+        ctx: &Arc<FeedContext>,
         sub: Subscription,
         user: Uuid,
         resume: Option<&str>,
@@ -200,7 +200,9 @@ impl Feed {
                 return item;
             }
             if self.catch_up {
-                if let Err(err) = self.read_log().await {
+                // Boxed: the database futures are large, and an idle stream
+                // should not carry their space while it waits.
+                if let Err(err) = Box::pin(self.read_log()).await {
                     tracing::warn!(error = %err, "reading the event log failed");
                     return Item::End(EndReason::Error);
                 }
