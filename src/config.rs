@@ -120,6 +120,12 @@ pub struct Config {
     #[arg(long, env = "EARNTRACK_WRITE_TIMEOUT_SECS", default_value_t = 30)]
     pub write_timeout_secs: u64,
 
+    /// Worker threads of the runtime that writes the lean streams (0: one
+    /// per core). It is apart from the REST API's, so a broadcast that wakes
+    /// thousands of streams never queues REST requests behind them.
+    #[arg(long, env = "EARNTRACK_STREAM_THREADS", default_value_t = 0)]
+    pub stream_threads: usize,
+
     /// Connections in the database pool.
     #[arg(long, env = "EARNTRACK_DB_POOL", default_value_t = 8)]
     pub db_pool: u32,

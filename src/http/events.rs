@@ -183,8 +183,9 @@ pub struct Session {
     feed: Feed,
     /// `auth:expired` at the token's `exp`. Boxed, so the timer is one
     /// allocation made once rather than part of every future that holds a
-    /// session.
-    expiry: Pin<Box<Sleep>>,
+    /// session; made on the first wait, by the runtime that runs the stream.
+    expiry: Option<Pin<Box<Sleep>>>,
+    expires_at: tokio::time::Instant,
     guard: StreamGuard,
     over: bool,
 }
@@ -236,7 +237,8 @@ impl Session {
         let expires_in = Duration::from_secs((me.exp - now_ms() / 1000).max(0) as u64);
         Ok(Session {
             feed,
-            expiry: Box::pin(tokio::time::sleep(expires_in)),
+            expiry: None,
+            expires_at: tokio::time::Instant::now() + expires_in,
             guard,
             over: false,
         })
@@ -253,9 +255,13 @@ impl Session {
         if self.over {
             return false;
         }
+        let expires_at = self.expires_at;
+        let expiry = self
+            .expiry
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(expires_at)));
         let mut item = tokio::select! {
             biased;
-            _ = &mut self.expiry => {
+            _ = expiry => {
                 self.guard.reason = "token expired";
                 let expired = json!({ "reason": "token_expired" });
                 out.extend_from_slice(&control_frame("auth:expired", expired, None));

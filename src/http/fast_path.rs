@@ -133,12 +133,21 @@ impl Accepted {
     ///
     /// Not an `async fn` around an `async` block: each would store its own
     /// copy of the session, and this future lives as long as the stream.
-    pub fn run(self, tcp: TcpStream, write_timeout: Duration) -> impl Future<Output = ()> {
+    /// The socket comes as a std one, so that it registers with the
+    /// runtime that runs the stream (see `app::serve`).
+    pub fn run(
+        self,
+        tcp: std::net::TcpStream,
+        write_timeout: Duration,
+    ) -> impl Future<Output = ()> {
         let span = self.session.span().clone();
         self.serve(tcp, write_timeout).instrument(span)
     }
 
-    async fn serve(mut self, mut tcp: TcpStream, write_timeout: Duration) {
+    async fn serve(mut self, tcp: std::net::TcpStream, write_timeout: Duration) {
+        let Ok(mut tcp) = TcpStream::from_std(tcp) else {
+            return;
+        };
         if tcp.read_exact(&mut vec![0u8; self.head_len]).await.is_err() {
             return;
         }
