@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyConnection, AnyPool, Connection, Executor, Transaction};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
 
 use crate::domain::event::DomainEvent;
 use crate::push::frame::{Frame, StreamKey};
@@ -198,6 +198,21 @@ impl WriteTx {
     }
 }
 
+impl Db {
+    /// Copy the WAL into the database file without holding up the writer
+    /// (`PASSIVE` takes no write lock), on a reader connection. SQLite only;
+    /// run every 100 ms by the checkpointer task. Returns the WAL pages
+    /// still to copy (some readers may still need the older ones).
+    pub async fn checkpoint(&self) -> Result<i64, sqlx::Error> {
+        let mut conn = self.read.acquire().await?;
+        let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut *conn)
+            .await?;
+        let (log, done): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
+        Ok(log - done)
+    }
+}
+
 fn sqlite_pool(size: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(size)
@@ -211,6 +226,17 @@ fn sqlite_pool(size: u32) -> AnyPoolOptions {
                 conn.execute("PRAGMA synchronous = NORMAL").await?;
                 conn.execute("PRAGMA busy_timeout = 5000").await?;
                 conn.execute("PRAGMA foreign_keys = ON").await?;
+                // No checkpoint inside a commit: the connection that crosses
+                // 1,000 WAL pages would copy them and fsync before its commit
+                // returns, so every request queued behind the single writer
+                // waited too (REST p99 of 11 ms at 1,000 writes/s). The
+                // checkpointer task does it beside the writer (`checkpoint`).
+                conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                // Pages read through a mapping rather than a `pread` each,
+                // and a page cache of 16 MiB (the default is 2 MiB): the
+                // writer walks the same index pages for every event.
+                conn.execute("PRAGMA mmap_size = 268435456").await?;
+                conn.execute("PRAGMA cache_size = -16384").await?;
                 Ok(())
             })
         })

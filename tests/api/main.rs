@@ -11,6 +11,7 @@ mod accounts;
 mod admin;
 mod earnings;
 mod fast_path;
+mod load_tool;
 mod notifications;
 mod process;
 mod resume;

@@ -1,0 +1,119 @@
+//! The load tool (`earntrack-bench`) at a small N against a real server, so
+//! it cannot rot: every mode runs end to end and its JSON line adds up. The
+//! figures themselves are not asserted (see README, Performance).
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::helpers::{spawn_app_with, TestApp};
+
+async fn bench_app() -> TestApp {
+    spawn_app_with(|c| {
+        c.admin_emails.push("bench-admin@example.com".into());
+        c.max_streams_per_user = 100;
+    })
+    .await
+}
+
+/// Run the tool's `mode` with `args` against `app`; its JSON line.
+async fn run(app: &TestApp, dir: &Path, args: &[&str]) -> Value {
+    let output = dir.join("results.jsonl");
+    let result = tokio::process::Command::new(env!("CARGO_BIN_EXE_earntrack-bench"))
+        .args(args)
+        .args([
+            "--url",
+            &app.base,
+            "--settle-s",
+            "0",
+            "--max-runtime-s",
+            "120",
+        ])
+        .arg("--output")
+        .arg(&output)
+        .arg("--token-cache")
+        .arg(dir.join("tokens.json"))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("the load tool runs");
+    assert!(
+        result.status.success(),
+        "{args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let lines = std::fs::read_to_string(&output).unwrap();
+    serde_json::from_str(lines.lines().last().expect("a JSON line")).unwrap()
+}
+
+#[tokio::test]
+async fn the_load_tool_measures_fanout_unicast_and_idle_against_a_real_server() {
+    let app = bench_app().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let fanout = run(
+        &app,
+        dir.path(),
+        &[
+            "fanout",
+            "--streams",
+            "30",
+            "--users",
+            "10",
+            "--events",
+            "5",
+        ],
+    )
+    .await;
+    assert_eq!(fanout["connected"], 30, "{fanout}");
+    assert_eq!(fanout["deliveries"], 150, "{fanout}");
+    for zero in ["lost", "duplicates", "reordered", "unexpected"] {
+        assert_eq!(fanout[zero], 0, "{zero}: {fanout}");
+    }
+    assert!(fanout["p99_ms"].as_f64().unwrap() > 0.0, "{fanout}");
+
+    let unicast = run(
+        &app,
+        dir.path(),
+        &[
+            "unicast",
+            "--streams",
+            "10",
+            "--users",
+            "10",
+            "--rate",
+            "40",
+            "--duration-s",
+            "1",
+            "--via",
+            "earnings",
+        ],
+    )
+    .await;
+    assert_eq!(unicast["lost"], 0, "{unicast}");
+    assert!(unicast["deliveries"].as_u64().unwrap() >= 30, "{unicast}");
+    // The accounts of the first run came from the token cache.
+    assert_eq!(unicast["accounts_created"], 0, "{unicast}");
+
+    let pid = std::process::id().to_string();
+    let idle = run(
+        &app,
+        dir.path(),
+        &[
+            "idle",
+            "--streams",
+            "20",
+            "--users",
+            "10",
+            "--hold-s",
+            "1",
+            "--server-pid",
+            &pid,
+        ],
+    )
+    .await;
+    assert_eq!(idle["connected"], 20, "{idle}");
+    assert_eq!(idle["dropped_during_hold"], 0, "{idle}");
+    assert!(idle["server_rss_per_stream_kib"].is_number(), "{idle}");
+}
