@@ -273,10 +273,10 @@ impl Session {
         let mut delivered_now = [0u64; 4];
         loop {
             match item {
-                Item::Event(frame, cursor) => {
+                Item::Event(frame) => {
                     delivered_now[topic_index(frame.topic)] += 1;
                     out.extend_from_slice(b"id: ");
-                    out.extend_from_slice(cursor.as_bytes());
+                    self.feed.write_cursor(out);
                     out.push(b'\n');
                     out.extend_from_slice(&frame.sse);
                 }

@@ -78,7 +78,8 @@ pub async fn poll(
             _ = app.shutdown.cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => break,
             item = feed.next() => match item {
-                Item::Event(frame, next) => {
+                Item::Event(frame) => {
+                    let next = feed.cursor();
                     let envelope: Value = serde_json::from_str(&frame.envelope).unwrap_or(Value::Null);
                     events.push(json!({
                         "id": next,

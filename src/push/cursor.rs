@@ -119,11 +119,20 @@ impl CursorCodec {
 
 /// The cursor of `pos` after a `prefix` from `CursorCodec::prefix`.
 pub fn encode_with(prefix: &str, pos: &Position) -> String {
-    let mut s = format!("{prefix}.{}.{}", pos.user, pos.broadcast);
+    let mut bytes = Vec::with_capacity(prefix.len() + 24);
+    encode_into(&mut bytes, prefix, pos);
+    String::from_utf8(bytes).expect("a cursor is ASCII")
+}
+
+/// `encode_with`, appended to `out`: a stream writes each event's cursor
+/// straight into its write buffer (no `String` per delivery).
+pub fn encode_into(out: &mut Vec<u8>, prefix: &str, pos: &Position) {
+    use std::io::Write as _;
+    out.extend_from_slice(prefix.as_bytes());
+    let _ = write!(out, ".{}.{}", pos.user, pos.broadcast);
     for (room, seq) in &pos.rooms {
-        let _ = write!(s, ".{room}:{seq}");
+        let _ = write!(out, ".{room}:{seq}");
     }
-    s
 }
 
 #[cfg(test)]

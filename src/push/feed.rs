@@ -23,7 +23,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use super::cursor::{encode_with, CursorCodec, Position};
+use super::cursor::{encode_into, encode_with, CursorCodec, Position};
 use super::frame::Frame;
 use super::hub::{Signal, Subscription};
 use crate::db::{event_log, rooms, Db};
@@ -97,8 +97,9 @@ pub enum Opening {
 
 #[derive(Debug)]
 pub enum Item {
-    /// An event and the cursor that follows it.
-    Event(Arc<Frame>, String),
+    /// An event; `Feed::cursor` (or `write_cursor`) is now the cursor that
+    /// follows it.
+    Event(Arc<Frame>),
     /// Time for a heartbeat.
     Ping,
     /// The feed is over.
@@ -178,6 +179,11 @@ impl Feed {
     /// The cursor of everything delivered so far.
     pub fn cursor(&self) -> String {
         encode_with(&self.prefix, &self.pos)
+    }
+
+    /// `cursor`, appended to `out`.
+    pub fn write_cursor(&self, out: &mut Vec<u8>) {
+        encode_into(out, &self.prefix, &self.pos);
     }
 
     /// Events taken from the log rather than the live channel.
@@ -305,7 +311,7 @@ impl Feed {
             _ => return None,
         }
         if self.filter.passes(frame.topic) {
-            Some(Item::Event(frame, self.cursor()))
+            Some(Item::Event(frame))
         } else {
             None
         }
