@@ -232,11 +232,6 @@ fn sqlite_pool(size: u32) -> AnyPoolOptions {
                 // waited too (REST p99 of 11 ms at 1,000 writes/s). The
                 // checkpointer task does it beside the writer (`checkpoint`).
                 conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
-                // Pages read through a mapping rather than a `pread` each,
-                // and a page cache of 16 MiB (the default is 2 MiB): the
-                // writer walks the same index pages for every event.
-                conn.execute("PRAGMA mmap_size = 268435456").await?;
-                conn.execute("PRAGMA cache_size = -16384").await?;
                 Ok(())
             })
         })
