@@ -51,6 +51,7 @@ ONLY="${1:-}"
 run idle-1k        idle    --streams 1000  --users 1000  --hold-s 30
 run idle-5k        idle    --streams 5000  --users 5000  --hold-s 30
 run idle-10k       idle    --streams 10000 --users 10000 --hold-s 30
+run idle-19k       idle    --streams 19000 --users 10000 --hold-s 30
 run fanout-burst-1k fanout --streams 1000  --users 1000  --events 20
 run fanout-burst-5k fanout --streams 5000  --users 5000  --events 20
 run fanout-burst   fanout  --streams 10000 --users 10000 --events 20
