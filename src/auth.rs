@@ -14,7 +14,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::db::users;
 use crate::domain::time::now_ms;
 use crate::error::ApiError;
 use crate::http::AppState;
@@ -151,11 +150,12 @@ impl FromRequestParts<AppState> for AuthUser {
         let (token, source) = find_token(parts)?;
         let claims = state.keys.verify(&token)?;
         let id = Uuid::parse_str(&claims.sub).map_err(|_| ApiError::InvalidToken)?;
-        let mut conn = state.db.read.acquire().await?;
-        if !users::exists(&mut conn, id).await? {
-            return Err(ApiError::InvalidToken);
+        if !state.db.known_users.contains(id) {
+            let mut conn = state.db.read.acquire().await?;
+            if !state.db.known_users.exists(&mut conn, id).await? {
+                return Err(ApiError::InvalidToken);
+            }
         }
-        drop(conn);
         if source == TokenSource::Cookie
             && is_write(&parts.method)
             && !same_origin_or_allowed(&parts.headers, &state.config.cors_origins)

@@ -46,6 +46,7 @@ pub struct Db {
     /// This server's id: NOTIFY payloads carry it so a server can skip its
     /// own events (it delivered them locally already).
     pub server_id: Arc<str>,
+    pub known_users: Arc<users::KnownUsers>,
 }
 
 impl Db {
@@ -88,6 +89,7 @@ impl Db {
             backend,
             log_id: Arc::from(""),
             server_id: Arc::from(uuid::Uuid::new_v4().simple().to_string()),
+            known_users: Arc::default(),
         };
         db.migrate().await?;
         db.log_id = Arc::from(db.meta_once("log_id", &random_hex(6)).await?);

@@ -1,7 +1,45 @@
 //! Accounts.
 
+use std::collections::HashSet;
+use std::sync::RwLock;
+
 use sqlx::AnyConnection;
 use uuid::Uuid;
+
+/// Users this server has seen in the database. Accounts are never deleted,
+/// so a user once found stays valid: every authenticated request (and an
+/// admin event's target check) then skips a database round trip, which on
+/// SQLite is a hand-off to a driver thread and back. Bounded: past `CAP` ids
+/// it starts again from empty.
+#[derive(Default)]
+pub struct KnownUsers(RwLock<HashSet<Uuid>>);
+
+impl KnownUsers {
+    const CAP: usize = 1 << 20;
+
+    pub fn contains(&self, id: Uuid) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
+    }
+
+    /// `exists`, answered from memory when it can be.
+    pub async fn exists(&self, conn: &mut AnyConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+        if self.contains(id) {
+            return Ok(true);
+        }
+        let found = exists(conn, id).await?;
+        if found {
+            let mut known = self.0.write().unwrap_or_else(|p| p.into_inner());
+            if known.len() >= Self::CAP {
+                known.clear();
+            }
+            known.insert(id);
+        }
+        Ok(found)
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct UserRow {

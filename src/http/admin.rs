@@ -16,7 +16,8 @@ use super::extract::{IdPath, JsonObject};
 use super::openapi::*;
 use super::{no_content, AppState};
 use crate::auth::AdminUser;
-use crate::db::{notifications, rooms, users, WriteTx};
+use crate::db::users::{self, KnownUsers};
+use crate::db::{notifications, rooms, WriteTx};
 use crate::domain::event::{valid_event_name, DomainEvent};
 use crate::domain::input::Fields;
 use crate::domain::notification::NewNotification;
@@ -70,9 +71,14 @@ fn user_ids(v: &Value) -> Result<Vec<Uuid>, &'static str> {
 }
 
 /// Refuse ids of users that do not exist (422, naming the field).
-async fn check_users(tx: &mut WriteTx, ids: &[Uuid], field: &str) -> ApiResult<()> {
+async fn check_users(
+    known: &KnownUsers,
+    tx: &mut WriteTx,
+    ids: &[Uuid],
+    field: &str,
+) -> ApiResult<()> {
     for id in ids {
-        if !users::exists(tx.conn(), *id).await? {
+        if !known.exists(tx.conn(), *id).await? {
             return Err(ApiError::field(field, format!("unknown user {id}")));
         }
     }
@@ -127,7 +133,7 @@ pub async fn notify(
         }
         Recipients::Room(_) => unreachable!("notifications target users or everyone"),
         Recipients::Users(ids) => {
-            check_users(&mut tx, ids, "userIds").await?;
+            check_users(&app.db.known_users, &mut tx, ids, "userIds").await?;
             for id in ids {
                 // Each user gets their own copy (own id, own read state).
                 let mine = crate::domain::notification::Notification {
@@ -176,7 +182,7 @@ pub async fn emit(
             tx.append(StreamKey::Broadcast, &event).await?;
         }
         Recipients::Users(ids) => {
-            check_users(&mut tx, &ids, "target").await?;
+            check_users(&app.db.known_users, &mut tx, &ids, "target").await?;
             for id in ids {
                 tx.append(StreamKey::User(id), &event).await?;
             }
