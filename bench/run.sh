@@ -6,7 +6,7 @@
 # Results: one JSON line per run in $BENCH_DIR/results.jsonl, and the plot
 # docs/bench.svg. Every run is bounded (--max-runtime-s) and stops by itself.
 #
-#   bash bench/run.sh            # all scenarios (~10 min after the first run)
+#   bash bench/run.sh            # all scenarios (~3 min once the accounts exist)
 #   bash bench/run.sh idle-10k   # one scenario
 set -euo pipefail
 cd "$(dirname "$0")/.."
