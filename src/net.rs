@@ -5,8 +5,8 @@
 //! socket is full, so nothing inside the stream could notice. hyper then
 //! drops the connection, the subscription leaves the hub, and the client
 //! resumes with `Last-Event-ID` when it comes back. Other clients never wait
-//! for it: each connection has its own socket and task. (Streams served by
-//! `http::fast_path` time their writes the same way.)
+//! for it: each connection has its own socket and task. Streams served by
+//! `http::fast_path` write through it too.
 
 use std::future::Future;
 use std::io;
@@ -74,6 +74,10 @@ impl WriteDeadline {
             timeout,
             deadline: None,
         }
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
     }
 
     fn check<T>(

@@ -838,10 +838,13 @@ fn stream_fields(r: &mut Report, streams_connect_s: f64, t: &Totals) {
     }
 }
 
+/// The server's memory: before the streams, with them, per stream, and at
+/// the end of the run.
 fn server_fields(
     r: &mut Report,
     before: Option<procfs::Sample>,
     connected_rss: Option<procfs::Sample>,
+    after: Option<procfs::Sample>,
     connected: usize,
 ) {
     r.set("server_rss_before_kib", before.map(|s| s.rss_kib));
@@ -852,6 +855,18 @@ fn server_fields(
             (Some(b), Some(a)) if connected > 0 => {
                 round2((a.rss_kib as f64 - b.rss_kib as f64) / connected as f64)
             }
+            _ => Value::Null,
+        },
+    );
+    r.set("server_rss_end_kib", after.map(|s| s.rss_kib));
+}
+
+/// The server's CPU seconds between two samples.
+fn server_cpu_field(r: &mut Report, from: Option<procfs::Sample>, to: Option<procfs::Sample>) {
+    r.set(
+        "server_cpu_s",
+        match (from, to) {
+            (Some(a), Some(b)) => round2(b.cpu_s - a.cpu_s),
             _ => Value::Null,
         },
     );
@@ -919,8 +934,7 @@ async fn idle(a: IdleArgs, run: u64, threads: usize) -> anyhow::Result<()> {
     stream_fields(&mut r, connect_s, &totals);
     r.set("dropped_during_hold", dropped_during_hold);
     r.set("hold_s", round2(held_s));
-    server_fields(&mut r, before, connected_rss, totals.connected);
-    r.set("server_rss_end_kib", after.map(|s| s.rss_kib));
+    server_fields(&mut r, before, connected_rss, after, totals.connected);
     match (connected_rss, after) {
         (Some(c), Some(e)) => {
             let cpu = e.cpu_s - c.cpu_s;
@@ -1161,15 +1175,8 @@ async fn fanout(a: FanoutArgs, run: u64, threads: usize) -> anyhow::Result<()> {
     r.set("drained", complete);
     sent.fields(&mut r);
     stream_fields(&mut r, connect_s, &totals);
-    server_fields(&mut r, before, connected_rss, totals.connected);
-    r.set("server_rss_end_kib", after.map(|s| s.rss_kib));
-    r.set(
-        "server_cpu_s",
-        match (connected_rss, after) {
-            (Some(c), Some(e)) => round2(e.cpu_s - c.cpu_s),
-            _ => Value::Null,
-        },
-    );
+    server_fields(&mut r, before, connected_rss, after, totals.connected);
+    server_cpu_field(&mut r, connected_rss, after);
     emit(&r, "fanout", p.common.output.as_ref())
 }
 
@@ -1344,15 +1351,8 @@ async fn unicast(a: UnicastArgs, run: u64, threads: usize) -> anyhow::Result<()>
     let mut sent = std::mem::take(&mut *sent.lock().unwrap_or_else(|p| p.into_inner()));
     sent.fields(&mut r);
     stream_fields(&mut r, connect_s, &totals);
-    server_fields(&mut r, before, connected_rss, totals.connected);
-    r.set("server_rss_end_kib", after.map(|s| s.rss_kib));
-    r.set(
-        "server_cpu_s",
-        match (server_cpu0, after) {
-            (Some(c), Some(e)) => round2(e.cpu_s - c.cpu_s),
-            _ => Value::Null,
-        },
-    );
+    server_fields(&mut r, before, connected_rss, after, totals.connected);
+    server_cpu_field(&mut r, server_cpu0, after);
     emit(&r, "unicast", p.common.output.as_ref())
 }
 
@@ -1510,15 +1510,8 @@ async fn notify(a: NotifyArgs, run: u64, threads: usize) -> anyhow::Result<()> {
     r.set("drained", complete);
     sent.fields(&mut r);
     stream_fields(&mut r, connect_s, &totals);
-    server_fields(&mut r, before, connected_rss, totals.connected);
-    r.set("server_rss_end_kib", after.map(|s| s.rss_kib));
-    r.set(
-        "server_cpu_s",
-        match (server_cpu0, after) {
-            (Some(c), Some(e)) => round2(e.cpu_s - c.cpu_s),
-            _ => Value::Null,
-        },
-    );
+    server_fields(&mut r, before, connected_rss, after, totals.connected);
+    server_cpu_field(&mut r, server_cpu0, after);
     if servers > 1 {
         let lines = (0..servers)
             .map(|i| {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor, Transaction};
 
 use crate::domain::event::DomainEvent;
 use crate::push::frame::{Frame, StreamKey};
@@ -132,6 +132,18 @@ impl Db {
         })
     }
 
+    /// Copy the WAL into the database file without holding up the writer
+    /// (`PASSIVE` takes no write lock), on a reader connection. SQLite only;
+    /// run every 100 ms by the checkpointer task. Frames some reader still
+    /// needs are left for a later run.
+    pub async fn checkpoint(&self) -> Result<(), sqlx::Error> {
+        let mut conn = self.read.acquire().await?;
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
     /// The write pool (for statements outside a transaction).
     pub fn writer(&self) -> &AnyPool {
         &self.write
@@ -197,21 +209,6 @@ impl WriteTx {
     pub async fn commit(self) -> Result<Vec<Arc<Frame>>, sqlx::Error> {
         self.tx.commit().await?;
         Ok(self.frames)
-    }
-}
-
-impl Db {
-    /// Copy the WAL into the database file without holding up the writer
-    /// (`PASSIVE` takes no write lock), on a reader connection. SQLite only;
-    /// run every 100 ms by the checkpointer task. Returns the WAL pages
-    /// still to copy (some readers may still need the older ones).
-    pub async fn checkpoint(&self) -> Result<i64, sqlx::Error> {
-        let mut conn = self.read.acquire().await?;
-        let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&mut *conn)
-            .await?;
-        let (log, done): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
-        Ok(log - done)
     }
 }
 

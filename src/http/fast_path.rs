@@ -30,6 +30,7 @@ use super::events::{Session, StreamParams};
 use super::extract::ApiQuery;
 use super::AppState;
 use crate::auth::AuthUser;
+use crate::net::WriteDeadline;
 
 /// The largest request head served here; bigger ones go to hyper.
 const MAX_HEAD: usize = 8 * 1024;
@@ -145,16 +146,18 @@ impl Accepted {
     }
 
     async fn serve(mut self, tcp: std::net::TcpStream, write_timeout: Duration) {
-        let Ok(mut tcp) = TcpStream::from_std(tcp) else {
+        let Ok(tcp) = TcpStream::from_std(tcp) else {
             return;
         };
+        // The same write deadline as on connections hyper serves.
+        let mut tcp = WriteDeadline::new(tcp, write_timeout);
         if tcp.read_exact(&mut vec![0u8; self.head_len]).await.is_err() {
             return;
         }
         super::record_request("GET", "/events", 200, self.started.elapsed());
         let mut wire = response_head(self.http10);
         frame_into(&mut wire, &std::mem::take(&mut self.first), self.http10);
-        if write(&mut tcp, &wire, write_timeout).await.is_err() {
+        if tcp.write_all(&wire).await.is_err() {
             return;
         }
         drop(wire);
@@ -162,14 +165,14 @@ impl Accepted {
             let mut batch = Vec::new();
             let open = tokio::select! {
                 biased;
-                () = client_gone(&tcp) => return,
+                () = client_gone(tcp.tcp()) => return,
                 open = self.session.next_batch(&mut batch) => open,
             };
             if !batch.is_empty() {
                 let mut chunk = Vec::with_capacity(batch.len() + 16);
                 frame_into(&mut chunk, &batch, self.http10);
                 drop(batch);
-                if write(&mut tcp, &chunk, write_timeout).await.is_err() {
+                if tcp.write_all(&chunk).await.is_err() {
                     return;
                 }
             }
@@ -179,7 +182,7 @@ impl Accepted {
         }
         // The end of the body, then close: the client reconnects.
         if !self.http10 {
-            let _ = write(&mut tcp, b"0\r\n\r\n", write_timeout).await;
+            let _ = tcp.write_all(b"0\r\n\r\n").await;
         }
         let _ = tcp.shutdown().await;
     }
@@ -207,36 +210,6 @@ fn frame_into(out: &mut Vec<u8>, data: &[u8], http10: bool) {
         out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
         out.extend_from_slice(data);
         out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// Write all of `bytes`, failing when the client accepts nothing for
-/// `timeout`. Almost always the socket has room and this never waits; the
-/// waiting path (with its timer) is boxed so that every stream's future
-/// does not carry its space.
-async fn write(tcp: &mut TcpStream, bytes: &[u8], timeout: Duration) -> io::Result<()> {
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        match tcp.try_write(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => rest = &rest[n..],
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                return Box::pin(write_waiting(tcp, rest, timeout)).await;
-            }
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
-}
-
-async fn write_waiting(tcp: &mut TcpStream, bytes: &[u8], timeout: Duration) -> io::Result<()> {
-    match tokio::time::timeout(timeout, tcp.write_all(bytes)).await {
-        Ok(result) => result,
-        Err(_) => {
-            metrics::counter!("earntrack_slow_subscriber_drops_total").increment(1);
-            tracing::info!("closing a connection that stopped reading");
-            Err(io::ErrorKind::TimedOut.into())
-        }
     }
 }
 
