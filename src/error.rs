@@ -2,14 +2,10 @@
 //! the contract's error table, and `IntoResponse` renders the contract's shape
 //! `{"error":{"code","message","fields"?}}` in exactly one place.
 
-use std::collections::BTreeMap;
-
+use crate::domain::input::FieldErrors;
 use crate::http::openapi::{ErrorBody, ErrorDetail};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-
-/// Field name -> reason, listing every bad field of a request at once.
-pub type FieldErrors = BTreeMap<String, String>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

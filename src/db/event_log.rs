@@ -16,9 +16,10 @@ use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::domain::event::DomainEvent;
+use crate::domain::frame::Frame;
+use crate::domain::stream::Position;
+use crate::domain::stream::StreamKey;
 use crate::domain::time::{now_ms, rfc3339};
-use crate::push::cursor::Position;
-use crate::push::frame::{Frame, StreamKey};
 
 pub async fn append(
     conn: &mut AnyConnection,

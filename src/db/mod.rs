@@ -24,7 +24,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Transaction};
 
 use crate::domain::event::DomainEvent;
-use crate::push::frame::{Frame, StreamKey};
+use crate::domain::frame::Frame;
+use crate::domain::stream::StreamKey;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

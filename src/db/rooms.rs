@@ -3,7 +3,7 @@
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use crate::push::frame::StreamKey;
+use crate::domain::stream::StreamKey;
 
 /// The id of room `name`, created on first use.
 pub async fn ensure(conn: &mut AnyConnection, name: &str) -> Result<i64, sqlx::Error> {

@@ -6,10 +6,10 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::input::FieldErrors;
 use super::input::{self, Fields, Patch};
 use super::time::rfc3339;
 use super::Fixed2;
-use crate::error::FieldErrors;
 
 pub const NOTES_MAX: usize = 2000;
 pub const NAME_MAX: usize = 100;

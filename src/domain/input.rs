@@ -5,7 +5,9 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::Fixed2;
-use crate::error::FieldErrors;
+
+/// Field name -> reason, listing every bad field of a request at once.
+pub type FieldErrors = std::collections::BTreeMap<String, String>;
 
 /// A field of a partial update: absent (leave as is), `null` (clear) or a value.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,12 +1,15 @@
 //! Pure types, no IO: money and hours as exact two-decimal numbers, the
 //! earning and notification shapes of the contract, and the events a change
-//! publishes. Input is parsed into these types at the HTTP boundary.
+//! publishes, the log streams they go to and the encoded `Frame` every
+//! subscriber shares. Input is parsed into these types at the HTTP boundary.
 
 pub mod earning;
 pub mod event;
 pub mod fixed;
+pub mod frame;
 pub mod input;
 pub mod notification;
+pub mod stream;
 pub mod time;
 
 pub use fixed::Fixed2;

@@ -6,9 +6,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::input::FieldErrors;
 use super::input::{self, Fields};
 use super::time::rfc3339;
-use crate::error::FieldErrors;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NotificationType {

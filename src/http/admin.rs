@@ -21,10 +21,10 @@ use crate::db::{notifications, rooms, WriteTx};
 use crate::domain::event::{valid_event_name, DomainEvent};
 use crate::domain::input::Fields;
 use crate::domain::notification::NewNotification;
+use crate::domain::stream::StreamKey;
 use crate::domain::time::now_ms;
 use crate::error::{ApiError, ApiResult};
 use crate::push::broker::Control;
-use crate::push::frame::StreamKey;
 
 const TARGETS: &str =
     "must be one of {\"user\":id}, {\"users\":[ids]}, {\"room\":name}, {\"all\":true}";

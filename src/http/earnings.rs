@@ -17,9 +17,9 @@ use crate::auth::AuthUser;
 use crate::db::{earnings, idempotency, is_unique_violation, notifications, platforms, WriteTx};
 use crate::domain::earning::{Earning, EarningPatch, EarningView, NewEarning};
 use crate::domain::event::{earning_notification, DomainEvent, EarningChange};
+use crate::domain::stream::StreamKey;
 use crate::domain::time::{now_ms, parse_date};
 use crate::error::{ApiError, ApiResult};
-use crate::push::frame::StreamKey;
 
 pub const CURSOR_HEADER: HeaderName = HeaderName::from_static("earntrack-event-cursor");
 const IDEMPOTENCY_KEY: &str = "idempotency-key";

@@ -28,10 +28,10 @@ use super::extract::ApiQuery;
 use super::AppState;
 use crate::auth::AuthUser;
 use crate::domain::event::Topic;
+use crate::domain::frame::Frame;
 use crate::domain::time::{now_ms, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::push::feed::EndReason;
-use crate::push::frame::Frame;
 use crate::push::{Feed, Item, Opening, SubscribeError, SubscriberKind, TopicFilter};
 
 pub fn router() -> Router<AppState> {

@@ -15,9 +15,9 @@ use super::{no_content, AppState};
 use crate::auth::AuthUser;
 use crate::db::notifications;
 use crate::domain::event::DomainEvent;
+use crate::domain::stream::StreamKey;
 use crate::domain::time::{now_ms, rfc3339};
 use crate::error::{ApiError, ApiResult};
-use crate::push::frame::StreamKey;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -13,9 +13,9 @@ use crate::auth::AuthUser;
 use crate::db::{is_unique_violation, platforms};
 use crate::domain::earning::{NewPlatform, Platform};
 use crate::domain::event::DomainEvent;
+use crate::domain::stream::StreamKey;
 use crate::domain::time::now_ms;
 use crate::error::{ApiError, ApiResult};
-use crate::push::frame::StreamKey;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/platforms", get(list).post(create))

@@ -13,51 +13,7 @@ use std::fmt::Write;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::frame::StreamKey;
-
-/// How far a stream has got in each log stream it follows.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Position {
-    pub user: i64,
-    pub broadcast: i64,
-    /// room id -> seq, for the rooms the user follows.
-    pub rooms: BTreeMap<i64, i64>,
-}
-
-impl Position {
-    /// The position in `key`, or `None` when this stream does not follow it.
-    pub fn get(&self, key: &StreamKey) -> Option<i64> {
-        match key {
-            StreamKey::User(_) => Some(self.user),
-            StreamKey::Broadcast => Some(self.broadcast),
-            StreamKey::Room(id) => self.rooms.get(id).copied(),
-        }
-    }
-
-    pub fn set(&mut self, key: &StreamKey, seq: i64) {
-        match key {
-            StreamKey::User(_) => self.user = seq,
-            StreamKey::Broadcast => self.broadcast = seq,
-            StreamKey::Room(id) => {
-                self.rooms.insert(*id, seq);
-            }
-        }
-    }
-
-    /// Every (stream, position) this position follows, for user `user`.
-    pub fn entries(&self, user: Uuid) -> Vec<(StreamKey, i64)> {
-        let mut out = vec![
-            (StreamKey::User(user), self.user),
-            (StreamKey::Broadcast, self.broadcast),
-        ];
-        out.extend(
-            self.rooms
-                .iter()
-                .map(|(id, seq)| (StreamKey::Room(*id), *seq)),
-        );
-        out
-    }
-}
+use crate::domain::stream::Position;
 
 /// Encodes and checks cursors for one log.
 #[derive(Clone, Debug)]

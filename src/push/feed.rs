@@ -23,11 +23,12 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use super::cursor::{encode_into, encode_with, CursorCodec, Position};
-use super::frame::Frame;
+use super::cursor::{encode_into, encode_with, CursorCodec};
 use super::hub::{Signal, Subscription};
 use crate::db::{event_log, rooms, Db};
 use crate::domain::event::Topic;
+use crate::domain::frame::Frame;
+use crate::domain::stream::Position;
 
 /// Shared by all feeds of a server.
 #[derive(Clone)]

@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::frame::{Frame, StreamKey};
+use crate::domain::frame::Frame;
+use crate::domain::stream::StreamKey;
 
 /// What travels through a user's channel.
 #[derive(Clone, Debug)]

@@ -9,7 +9,6 @@
 pub mod broker;
 pub mod cursor;
 pub mod feed;
-pub mod frame;
 pub mod hub;
 pub mod presence;
 pub mod publisher;

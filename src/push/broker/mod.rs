@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::frame::Frame;
 use super::hub::Hub;
+use crate::domain::frame::Frame;
 
 /// Messages about connections rather than events, for every server's hub.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{apply, Broker, Control};
 use crate::db::Db;
-use crate::push::frame::{Frame, StreamKey};
+use crate::domain::frame::Frame;
+use crate::domain::stream::StreamKey;
 use crate::push::hub::Hub;
 
 const EVENTS: &str = "earntrack_events";

@@ -7,44 +7,9 @@ use std::fmt;
 
 use bytes::Bytes;
 use serde::Serialize;
-use uuid::Uuid;
 
-use crate::domain::event::Topic;
-
-/// A log stream: each has its own gap-free sequence (see `db::event_log`).
-/// A user's cursor composes the positions of the streams that user follows.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum StreamKey {
-    /// Events for one user.
-    User(Uuid),
-    /// Events for everyone (broadcast notifications, `{"all":true}` events).
-    Broadcast,
-    /// Events for the members of a room, by room id.
-    Room(i64),
-}
-
-impl StreamKey {
-    pub fn parse(s: &str) -> Option<StreamKey> {
-        if s == "b" {
-            return Some(StreamKey::Broadcast);
-        }
-        if let Some(id) = s.strip_prefix("u:") {
-            return Uuid::parse_str(id).ok().map(StreamKey::User);
-        }
-        s.strip_prefix("r:")?.parse().ok().map(StreamKey::Room)
-    }
-}
-
-impl fmt::Display for StreamKey {
-    /// The form stored in the `stream` column of the log.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StreamKey::User(id) => write!(f, "u:{id}"),
-            StreamKey::Broadcast => f.write_str("b"),
-            StreamKey::Room(id) => write!(f, "r:{id}"),
-        }
-    }
-}
+use super::event::Topic;
+use super::stream::StreamKey;
 
 #[derive(Serialize)]
 struct Envelope<'a> {
