@@ -99,7 +99,7 @@ impl App {
             Backend::Sqlite => Arc::new(MemoryBroker::new(hub.clone())),
             Backend::Postgres => Arc::new(PostgresBroker::new(hub.clone(), db.clone())),
         };
-        let publisher = Publisher::new(broker);
+        let publisher = Publisher::new(db.clone(), broker);
         let feeds = Arc::new(FeedContext {
             db: db.clone(),
             codec: CursorCodec::new(db.log_id.to_string()),
@@ -366,12 +366,12 @@ async fn prune(db: &Db, config: &Config) -> anyhow::Result<()> {
     for batch in targets.chunks(PRUNE_BATCH) {
         let mut tx = db.begin_write().await?;
         for (stream, upto) in batch {
-            pruned += event_log::prune_stream(tx.conn(), stream, *upto).await?;
+            pruned += event_log::prune_stream(&mut tx, stream, *upto).await?;
         }
         tx.commit().await?;
     }
     let mut tx = db.begin_write().await?;
-    idempotency::prune(tx.conn(), now_ms() - 86_400_000).await?;
+    idempotency::prune(&mut tx, now_ms() - 86_400_000).await?;
     tx.commit().await?;
     if pruned > 0 {
         tracing::info!(pruned, streams = targets.len(), "event log pruned");

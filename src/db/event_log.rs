@@ -47,6 +47,19 @@ pub async fn append(
     Ok(Frame::new(key, seq, event.name.clone(), envelope))
 }
 
+/// The name and envelope of event `seq` of `stream`, if it is still logged.
+pub async fn event(
+    conn: &mut AnyConnection,
+    stream: &str,
+    seq: i64,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT event, envelope FROM event_log WHERE stream = $1 AND seq = $2")
+        .bind(stream)
+        .bind(seq)
+        .fetch_optional(conn)
+        .await
+}
+
 /// The last sequence handed out and the last one pruned, of one stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bounds {

@@ -11,6 +11,7 @@ pub mod earnings;
 pub mod event_log;
 pub mod idempotency;
 pub mod notifications;
+pub mod notify;
 pub mod platforms;
 pub mod presence;
 pub mod rooms;
@@ -21,11 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyConnection, AnyPool, Connection, Executor, Transaction};
-
-use crate::domain::event::DomainEvent;
-use crate::domain::frame::Frame;
-use crate::domain::stream::StreamKey;
+use sqlx::{AnyPool, Connection, Executor, Transaction};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -124,13 +121,10 @@ impl Db {
             .context("reading meta")
     }
 
-    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
-        let notify = (self.backend == Backend::Postgres).then(|| self.server_id.clone());
-        Ok(WriteTx {
-            tx: self.write.begin().await?,
-            frames: Vec::new(),
-            notify,
-        })
+    /// A write transaction. Handlers get theirs from `push::Publisher`,
+    /// which appends their events to the log and publishes them after commit.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
+        self.write.begin().await
     }
 
     /// Copy the WAL into the database file without holding up the writer
@@ -171,45 +165,6 @@ impl Db {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
-    }
-}
-
-/// A write transaction that collects the events it appends to the log; they
-/// are handed to the broker only after `commit` succeeds, so a rolled-back
-/// change never publishes anything.
-pub struct WriteTx {
-    tx: Transaction<'static, sqlx::Any>,
-    frames: Vec<Arc<Frame>>,
-    /// On PostgreSQL: this server's id, and each event is also NOTIFYed in
-    /// the transaction, so other servers hear of it exactly when it commits
-    /// (and never when it rolls back).
-    notify: Option<Arc<str>>,
-}
-
-impl WriteTx {
-    pub fn conn(&mut self) -> &mut AnyConnection {
-        &mut self.tx
-    }
-
-    /// Append `event` to stream `key` inside this transaction; its sequence.
-    pub async fn append(
-        &mut self,
-        key: StreamKey,
-        event: &DomainEvent,
-    ) -> Result<i64, sqlx::Error> {
-        let frame = event_log::append(&mut self.tx, key, event).await?;
-        if let Some(origin) = &self.notify {
-            crate::push::broker::postgres::notify_frame(&mut self.tx, origin, &frame).await?;
-        }
-        let seq = frame.seq;
-        self.frames.push(Arc::new(frame));
-        Ok(seq)
-    }
-
-    /// Commit; the returned frames are what the caller must publish.
-    pub async fn commit(self) -> Result<Vec<Arc<Frame>>, sqlx::Error> {
-        self.tx.commit().await?;
-        Ok(self.frames)
     }
 }
 

@@ -50,7 +50,7 @@ pub async fn register(
         name,
         password_hash: hash_password(password).await?,
     };
-    let mut conn = app.db.begin_write().await?;
+    let mut conn = app.publisher.begin().await?;
     match users::insert(conn.conn(), &user, now_ms()).await {
         Err(err) if is_unique_violation(&err) => return Err(ApiError::EmailTaken),
         other => other?,

@@ -17,7 +17,7 @@ use super::openapi::*;
 use super::{no_content, AppState};
 use crate::auth::AdminUser;
 use crate::db::users::{self, KnownUsers};
-use crate::db::{notifications, rooms, WriteTx};
+use crate::db::{notifications, rooms};
 use crate::domain::event::{valid_event_name, DomainEvent};
 use crate::domain::input::Fields;
 use crate::domain::notification::NewNotification;
@@ -25,6 +25,7 @@ use crate::domain::stream::StreamKey;
 use crate::domain::time::now_ms;
 use crate::error::{ApiError, ApiResult};
 use crate::push::broker::Control;
+use crate::push::WriteTx;
 
 const TARGETS: &str =
     "must be one of {\"user\":id}, {\"users\":[ids]}, {\"room\":name}, {\"all\":true}";
@@ -125,7 +126,7 @@ pub async fn notify(
 
     let notification = new.into_notification(now_ms());
     let event = DomainEvent::notification(&notification);
-    let mut tx = app.db.begin_write().await?;
+    let mut tx = app.publisher.begin().await?;
     match &recipients {
         Recipients::Everyone => {
             notifications::insert(tx.conn(), None, &notification).await?;
@@ -176,7 +177,7 @@ pub async fn emit(
     };
 
     let event = DomainEvent::new(name, data);
-    let mut tx = app.db.begin_write().await?;
+    let mut tx = app.publisher.begin().await?;
     match target {
         Recipients::Everyone => {
             tx.append(StreamKey::Broadcast, &event).await?;
@@ -282,7 +283,7 @@ pub async fn join_room(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<Response> {
     let (name, user) = room_member(path)?;
-    let mut tx = app.db.begin_write().await?;
+    let mut tx = app.publisher.begin().await?;
     if !users::exists(tx.conn(), user).await? {
         return Err(ApiError::NotFound);
     }
@@ -315,7 +316,7 @@ pub async fn leave_room(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<Response> {
     let (name, user) = room_member(path)?;
-    let mut tx = app.db.begin_write().await?;
+    let mut tx = app.publisher.begin().await?;
     let Some(room) = rooms::find(tx.conn(), &name).await? else {
         return Ok(no_content());
     };

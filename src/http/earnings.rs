@@ -14,12 +14,13 @@ use super::extract::{ApiQuery, IdPath, JsonObject};
 use super::openapi::*;
 use super::{no_content, AppState};
 use crate::auth::AuthUser;
-use crate::db::{earnings, idempotency, is_unique_violation, notifications, platforms, WriteTx};
+use crate::db::{earnings, idempotency, is_unique_violation, notifications, platforms};
 use crate::domain::earning::{Earning, EarningPatch, EarningView, NewEarning};
 use crate::domain::event::{earning_notification, DomainEvent, EarningChange};
 use crate::domain::stream::StreamKey;
 use crate::domain::time::{now_ms, parse_date};
 use crate::error::{ApiError, ApiResult};
+use crate::push::WriteTx;
 
 pub const CURSOR_HEADER: HeaderName = HeaderName::from_static("earntrack-event-cursor");
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -148,7 +149,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let key = idempotency_key(&headers)?;
     let new = NewEarning::parse(&body).map_err(ApiError::Validation)?;
-    let mut tx = app.db.begin_write().await?;
+    let mut tx = app.publisher.begin().await?;
     if let Some(key) = &key {
         if let Some(stored) = idempotency::find(tx.conn(), me.id, key).await? {
             return Ok(replayed(stored));
@@ -227,7 +228,7 @@ pub async fn update(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Value>> {
     let patch = EarningPatch::parse(&body).map_err(ApiError::Validation)?;
-    let mut tx = app.db.begin_write().await?;
+    let mut tx = app.publisher.begin().await?;
     let old = earnings::get(tx.conn(), me.id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -262,7 +263,7 @@ pub async fn remove(
     me: AuthUser,
     IdPath(id): IdPath,
 ) -> ApiResult<Response> {
-    let mut tx = app.db.begin_write().await?;
+    let mut tx = app.publisher.begin().await?;
     let earning = earnings::delete(tx.conn(), me.id, id)
         .await?
         .ok_or(ApiError::NotFound)?;

@@ -104,7 +104,7 @@ pub async fn mark_read(
     me: AuthUser,
     IdPath(id): IdPath,
 ) -> ApiResult<Response> {
-    let mut tx = app.db.begin_write().await?;
+    let mut tx = app.publisher.begin().await?;
     if !notifications::mark_read(tx.conn(), me.id, id, now_ms()).await? {
         return Err(ApiError::NotFound);
     }

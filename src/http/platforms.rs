@@ -40,7 +40,7 @@ pub async fn create(
         name: new.name,
         color: new.color,
     };
-    let mut tx = app.db.begin_write().await?;
+    let mut tx = app.publisher.begin().await?;
     match platforms::insert(tx.conn(), me.id, &platform, now_ms()).await {
         Err(err) if is_unique_violation(&err) => {
             return Err(ApiError::Conflict(

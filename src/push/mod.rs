@@ -1,7 +1,8 @@
 //! Fan-out core; knows nothing about HTTP.
 //!
-//! publish: a handler's `WriteTx` appends events to the log inside its
-//! transaction -> `Publisher::commit` commits, then hands the encoded frames
+//! publish: a handler's `WriteTx` (from `Publisher::begin`) appends events
+//! to the log inside its transaction -> `Publisher::commit` commits, then
+//! hands the encoded frames
 //! to the `Broker` -> every server's `Hub` -> each subscriber's `Feed`, which
 //! orders, de-duplicates and fills gaps from the log before a transport (SSE,
 //! long-poll) writes anything.
@@ -16,4 +17,4 @@ pub mod publisher;
 pub use feed::{Feed, FeedContext, Item, Opening, TopicFilter};
 pub use hub::{Hub, SubscribeError, SubscriberKind};
 pub use presence::Presence;
-pub use publisher::Publisher;
+pub use publisher::{Publisher, WriteTx};

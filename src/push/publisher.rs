@@ -1,25 +1,47 @@
-//! The only way a handler publishes: commit its `WriteTx`, then hand what it
-//! appended to the broker. Publishing after a successful commit can neither
-//! fail nor block the request.
+//! The only way a handler writes and publishes: `Publisher::begin` opens the
+//! write transaction, the handler writes through it and appends its events
+//! to the log (`WriteTx::append`), and `Publisher::commit` commits, then
+//! hands what was appended to the broker. Publishing after a successful
+//! commit can neither fail nor block the request.
+//!
+//! The publisher owns the transaction from begin to commit, so one writer
+//! task can later run it as a unit; the SQL itself is in `db` (`event_log`,
+//! `notify`).
 
 use std::sync::Arc;
 
+use sqlx::{AnyConnection, Transaction};
+
 use super::broker::{Broker, Control};
-use crate::db::WriteTx;
+use crate::db::{event_log, notify, Db};
+use crate::domain::event::DomainEvent;
+use crate::domain::frame::Frame;
+use crate::domain::stream::StreamKey;
 
 #[derive(Clone)]
 pub struct Publisher {
+    db: Db,
     broker: Arc<dyn Broker>,
 }
 
 impl Publisher {
-    pub fn new(broker: Arc<dyn Broker>) -> Self {
-        Publisher { broker }
+    pub fn new(db: Db, broker: Arc<dyn Broker>) -> Self {
+        Publisher { db, broker }
+    }
+
+    /// Open a write transaction (on SQLite, wait for the single writer).
+    pub async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
+        Ok(WriteTx {
+            tx: self.db.begin_write().await?,
+            frames: Vec::new(),
+            broker: self.broker.clone(),
+        })
     }
 
     /// Commit `tx` and publish its events, in the order they were appended.
     pub async fn commit(&self, tx: WriteTx) -> Result<(), sqlx::Error> {
-        let frames = tx.commit().await?;
+        let WriteTx { tx, frames, .. } = tx;
+        tx.commit().await?;
         if !frames.is_empty() {
             for frame in &frames {
                 metrics::counter!("earntrack_events_published_total", "topic" => frame.topic.label()).increment(1);
@@ -32,5 +54,38 @@ impl Publisher {
     /// Send a control message to every server (after its change committed).
     pub fn control(&self, message: Control) {
         self.broker.control(message);
+    }
+}
+
+/// A write transaction that collects the events it appends to the log; they
+/// are handed to the broker only after `Publisher::commit` succeeds, so a
+/// rolled-back change never publishes anything.
+pub struct WriteTx {
+    tx: Transaction<'static, sqlx::Any>,
+    frames: Vec<Arc<Frame>>,
+    broker: Arc<dyn Broker>,
+}
+
+impl WriteTx {
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// Append `event` to stream `key` inside this transaction; its sequence.
+    /// A cluster broker also NOTIFYs other servers in the transaction, so
+    /// they hear of the event exactly when it commits (and never when it
+    /// rolls back).
+    pub async fn append(
+        &mut self,
+        key: StreamKey,
+        event: &DomainEvent,
+    ) -> Result<i64, sqlx::Error> {
+        let frame = event_log::append(&mut self.tx, key, event).await?;
+        if let Some(payload) = self.broker.notification(&frame) {
+            notify::notify(&mut *self.tx, notify::EVENTS, &payload).await?;
+        }
+        let seq = frame.seq;
+        self.frames.push(Arc::new(frame));
+        Ok(seq)
     }
 }

@@ -1,7 +1,7 @@
 //! The cluster broker: PostgreSQL LISTEN/NOTIFY, no other moving part.
 //!
 //! - Each event is NOTIFYed inside the transaction that appends it to the log
-//!   (`notify_frame`), so other servers hear of it at commit and never of a
+//!   (`Broker::notification`, sent by the `Publisher`), so other servers hear of it at commit and never of a
 //!   rolled-back change. The publishing server delivers it locally at once
 //!   and skips its own notifications.
 //! - A payload that would pass NOTIFY's 8000-byte limit carries only the
@@ -12,6 +12,9 @@
 //!   meanwhile is lost.
 //! - Control messages (force-disconnect, room membership) travel on a second
 //!   channel, sent after their change commits.
+//!
+//! The statements and the listening connection are in `db::notify`; this
+//! module says what the payloads mean.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,20 +22,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::AnyConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::{apply, Broker, Control};
-use crate::db::Db;
+use crate::db::notify::{self, CONTROL, MAX_PAYLOAD};
+use crate::db::{event_log, Db};
 use crate::domain::frame::Frame;
 use crate::domain::stream::StreamKey;
 use crate::push::hub::Hub;
-
-const EVENTS: &str = "earntrack_events";
-const CONTROL: &str = "earntrack_control";
-/// NOTIFY payloads must stay under 8000 bytes.
-const MAX_PAYLOAD: usize = 7900;
 
 #[derive(Serialize, Deserialize)]
 struct EventNote<'a> {
@@ -55,38 +52,6 @@ struct EventNote<'a> {
 struct ControlNote {
     o: String,
     m: Control,
-}
-
-/// NOTIFY other servers of `frame`, inside the appending transaction.
-pub async fn notify_frame(
-    conn: &mut AnyConnection,
-    origin: &str,
-    frame: &Frame,
-) -> Result<(), sqlx::Error> {
-    let full = EventNote {
-        o: origin,
-        k: frame.key.to_string(),
-        s: frame.seq,
-        n: Some(frame.name.as_str().into()),
-        e: Some(frame.envelope.as_str().into()),
-    };
-    let mut payload = serde_json::to_string(&full).expect("serializable");
-    if payload.len() > MAX_PAYLOAD {
-        let short = EventNote {
-            o: origin,
-            k: frame.key.to_string(),
-            s: frame.seq,
-            n: None,
-            e: None,
-        };
-        payload = serde_json::to_string(&short).expect("serializable");
-    }
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(EVENTS)
-        .bind(payload)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 pub struct PostgresBroker {
@@ -119,15 +84,35 @@ impl Broker for PostgresBroker {
         // Never block the request on the notification; a failure is logged
         // (membership is in the database and reaches streams on resume).
         tokio::spawn(async move {
-            if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CONTROL)
-                .bind(payload)
-                .execute(&pool)
-                .await
-            {
+            if let Err(err) = notify::notify(&pool, CONTROL, &payload).await {
                 tracing::warn!(error = %err, "sending a control notification failed");
             }
         });
+    }
+
+    /// The whole event for other servers, or, when that would pass
+    /// NOTIFY's size limit, only where to read it in the log.
+    fn notification(&self, frame: &Frame) -> Option<String> {
+        let origin = &*self.db.server_id;
+        let full = EventNote {
+            o: origin,
+            k: frame.key.to_string(),
+            s: frame.seq,
+            n: Some(frame.name.as_str().into()),
+            e: Some(frame.envelope.as_str().into()),
+        };
+        let payload = serde_json::to_string(&full).expect("serializable");
+        if payload.len() <= MAX_PAYLOAD {
+            return Some(payload);
+        }
+        let short = EventNote {
+            o: origin,
+            k: frame.key.to_string(),
+            s: frame.seq,
+            n: None,
+            e: None,
+        };
+        Some(serde_json::to_string(&short).expect("serializable"))
     }
 }
 
@@ -137,7 +122,7 @@ pub async fn listen(url: String, db: Db, hub: Hub, up: Arc<AtomicBool>, stop: Ca
     loop {
         let connected = tokio::select! {
             _ = stop.cancelled() => return,
-            c = connect(&url, &db.server_id) => c,
+            c = notify::listen(&url, &db.server_id) => c,
         };
         match connected {
             Ok(mut listener) => {
@@ -174,22 +159,6 @@ pub async fn listen(url: String, db: Db, hub: Hub, up: Arc<AtomicBool>, stop: Ca
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-}
-
-async fn connect(url: &str, server_id: &str) -> Result<PgListener, sqlx::Error> {
-    let options: PgConnectOptions = url.parse()?;
-    // Named, so operators (and tests) can find a server's listener.
-    let options = options.application_name(&format!("earntrack-listener-{server_id}"));
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
-        .await?;
-    let mut listener = PgListener::connect_with(&pool).await?;
-    // Do not reconnect behind our back: a reconnect must trigger a resync.
-    listener.eager_reconnect(false);
-    listener.listen_all([EVENTS, CONTROL]).await?;
-    Ok(listener)
 }
 
 async fn handle(db: &Db, hub: &Hub, channel: &str, payload: &str) {
@@ -230,11 +199,8 @@ async fn handle(db: &Db, hub: &Hub, channel: &str, payload: &str) {
 }
 
 async fn fetch(db: &Db, stream: &str, seq: i64) -> Result<Option<(String, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT event, envelope FROM event_log WHERE stream = $1 AND seq = $2")
-        .bind(stream)
-        .bind(seq)
-        .fetch_optional(&db.read)
-        .await
+    let mut conn = db.read.acquire().await?;
+    event_log::event(&mut conn, stream, seq).await
 }
 
 #[cfg(test)]

@@ -1,0 +1,46 @@
+//! PostgreSQL NOTIFY / LISTEN, what the cluster broker travels on. Only the
+//! statements and the listening connection live here; what a payload says is
+//! the broker's business (`push::broker::postgres`).
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Any, Executor};
+
+/// Committed events, one notification each.
+pub const EVENTS: &str = "earntrack_events";
+/// Control messages (force-disconnect, room membership).
+pub const CONTROL: &str = "earntrack_control";
+/// NOTIFY payloads must stay under 8000 bytes.
+pub const MAX_PAYLOAD: usize = 7900;
+
+/// `NOTIFY channel, payload`. Inside a transaction it is delivered at
+/// commit, and never when the transaction rolls back.
+pub async fn notify<'c, E>(conn: E, channel: &str, payload: &str) -> Result<(), sqlx::Error>
+where
+    E: Executor<'c, Database = Any>,
+{
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A connection of its own that LISTENs on both channels.
+pub async fn listen(url: &str, server_id: &str) -> Result<PgListener, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    // Named, so operators (and tests) can find a server's listener.
+    let options = options.application_name(&format!("earntrack-listener-{server_id}"));
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?;
+    let mut listener = PgListener::connect_with(&pool).await?;
+    // Do not reconnect behind our back: a reconnect must trigger a resync.
+    listener.eager_reconnect(false);
+    listener.listen_all([EVENTS, CONTROL]).await?;
+    Ok(listener)
+}
