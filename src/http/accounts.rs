@@ -15,10 +15,11 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+use super::extract::AuthUser;
 use super::extract::JsonObject;
 use super::openapi::*;
 use super::{no_content, AppState};
-use crate::auth::{AuthUser, COOKIE};
+use crate::auth::COOKIE;
 use crate::db::{is_unique_violation, users};
 use crate::domain::input::{self, Fields};
 use crate::domain::time::now_ms;

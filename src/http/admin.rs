@@ -12,10 +12,10 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::extract::AdminUser;
 use super::extract::{IdPath, JsonObject};
 use super::openapi::*;
 use super::{no_content, AppState};
-use crate::auth::AdminUser;
 use crate::db::users::{self, KnownUsers};
 use crate::db::{notifications, rooms};
 use crate::domain::event::{valid_event_name, DomainEvent};

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::extract::AuthUser;
 use super::extract::{ApiQuery, IdPath, JsonObject};
 use super::openapi::*;
 use super::{no_content, AppState};
-use crate::auth::AuthUser;
 use crate::db::{earnings, idempotency, is_unique_violation, notifications, platforms};
 use crate::domain::earning::{Earning, EarningPatch, EarningView, NewEarning};
 use crate::domain::event::{earning_notification, DomainEvent, EarningChange};

@@ -25,8 +25,8 @@ use tokio::time::Sleep;
 use uuid::Uuid;
 
 use super::extract::ApiQuery;
+use super::extract::AuthUser;
 use super::AppState;
-use crate::auth::AuthUser;
 use crate::domain::event::Topic;
 use crate::domain::frame::Frame;
 use crate::domain::time::{now_ms, rfc3339};

@@ -28,8 +28,8 @@ use tracing::Instrument;
 
 use super::events::{Session, StreamParams};
 use super::extract::ApiQuery;
+use super::extract::AuthUser;
 use super::AppState;
-use crate::auth::AuthUser;
 use crate::net::WriteDeadline;
 
 /// The largest request head served here; bigger ones go to hyper.

@@ -9,10 +9,10 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::earnings::with_event_cursor;
+use super::extract::AuthUser;
 use super::extract::{ApiQuery, IdPath};
 use super::openapi::*;
 use super::{no_content, AppState};
-use crate::auth::AuthUser;
 use crate::db::notifications;
 use crate::domain::event::DomainEvent;
 use crate::domain::stream::StreamKey;

@@ -6,10 +6,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use uuid::Uuid;
 
+use super::extract::AuthUser;
 use super::extract::JsonObject;
 use super::openapi::*;
 use super::AppState;
-use crate::auth::AuthUser;
 use crate::db::{is_unique_violation, platforms};
 use crate::domain::earning::{NewPlatform, Platform};
 use crate::domain::event::DomainEvent;

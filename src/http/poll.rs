@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 
 use super::events::subscribe_error;
 use super::extract::ApiQuery;
+use super::extract::AuthUser;
 use super::openapi::*;
 use super::AppState;
-use crate::auth::AuthUser;
 use crate::domain::time::{now_ms, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::push::{Feed, Item, Opening, SubscriberKind, TopicFilter};
