@@ -30,9 +30,11 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod net;
 pub mod push;
 pub mod ratelimit;
+pub mod serve;
 pub mod telemetry;
 
 pub use app::App;

@@ -135,7 +135,7 @@ impl Accepted {
     /// Not an `async fn` around an `async` block: each would store its own
     /// copy of the session, and this future lives as long as the stream.
     /// The socket comes as a std one, so that it registers with the
-    /// runtime that runs the stream (see `app::serve`).
+    /// runtime that runs the stream (see `serve::serve`).
     pub fn run(
         self,
         tcp: std::net::TcpStream,

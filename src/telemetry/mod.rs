@@ -1,5 +1,7 @@
 //! Logging: `tracing` with the level from `RUST_LOG` (default `info`), as
-//! text or JSON lines.
+//! text or JSON lines. Metrics: `prometheus`.
+
+pub mod prometheus;
 
 use tracing_subscriber::EnvFilter;
 
