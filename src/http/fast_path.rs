@@ -26,9 +26,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use super::events::{Session, StreamParams};
-use super::extract::ApiQuery;
-use super::extract::AuthUser;
+use super::events::StreamParams;
+use super::extract::{ApiQuery, AuthUser};
+use super::sse::{Session, HEADERS};
 use super::AppState;
 use crate::net::WriteDeadline;
 
@@ -44,7 +44,6 @@ pub struct Accepted {
     head_len: usize,
     /// HTTP/1.0: no chunked encoding, the body ends when the socket closes.
     http10: bool,
-    first: Vec<u8>,
     started: Instant,
 }
 
@@ -62,15 +61,13 @@ pub async fn accept(app: &AppState, tcp: &TcpStream) -> Option<Accepted> {
     let ApiQuery(params) = ApiQuery::<StreamParams>::from_request_parts(&mut parts, app)
         .await
         .ok()?;
-    let mut first = Vec::new();
-    let session = Session::open(app, &me, &parts.headers, &params, &mut first)
-        .await
-        .ok()?;
+    let filter = params.filter().ok()?;
+    let resume = params.resume(&parts.headers);
+    let session = Session::open(app, &me, filter, resume).await.ok()?;
     Some(Accepted {
         session,
         head_len,
         http10: parts.version == Version::HTTP_10,
-        first,
         started,
     })
 }
@@ -154,30 +151,30 @@ impl Accepted {
         if tcp.read_exact(&mut vec![0u8; self.head_len]).await.is_err() {
             return;
         }
+        // What the router's metrics layer records for the streams it serves.
         super::record_request("GET", "/events", 200, self.started.elapsed());
+        // The head goes out with the first chunk (the opening bytes, ready
+        // at once).
         let mut wire = response_head(self.http10);
-        frame_into(&mut wire, &std::mem::take(&mut self.first), self.http10);
+        if let Some(opening) = self.session.next_chunk().await {
+            frame_into(&mut wire, &opening, self.http10);
+        }
         if tcp.write_all(&wire).await.is_err() {
             return;
         }
         drop(wire);
         loop {
-            let mut batch = Vec::new();
-            let open = tokio::select! {
+            let chunk = tokio::select! {
                 biased;
                 () = client_gone(tcp.tcp()) => return,
-                open = self.session.next_batch(&mut batch) => open,
+                chunk = self.session.next_chunk() => chunk,
             };
-            if !batch.is_empty() {
-                let mut chunk = Vec::with_capacity(batch.len() + 16);
-                frame_into(&mut chunk, &batch, self.http10);
-                drop(batch);
-                if tcp.write_all(&chunk).await.is_err() {
-                    return;
-                }
-            }
-            if !open {
-                break;
+            let Some(chunk) = chunk else { break };
+            let mut wire = Vec::with_capacity(chunk.len() + 16);
+            frame_into(&mut wire, &chunk, self.http10);
+            drop(chunk);
+            if tcp.write_all(&wire).await.is_err() {
+                return;
             }
         }
         // The end of the body, then close: the client reconnects.
@@ -190,16 +187,18 @@ impl Accepted {
 
 /// The response head, as the router's handler answers (see `events::stream`).
 fn response_head(http10: bool) -> Vec<u8> {
-    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-    let framing = if http10 {
+    let mut head = String::from("HTTP/1.1 200 OK\r\n");
+    for (name, value) in HEADERS {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(if http10 {
         "connection: close\r\n"
     } else {
         "transfer-encoding: chunked\r\n"
-    };
-    format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache, no-transform\r\nx-accel-buffering: no\r\n{framing}date: {date}\r\n\r\n"
-    )
-    .into_bytes()
+    });
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    head.push_str(&format!("date: {date}\r\n\r\n"));
+    head.into_bytes()
 }
 
 /// `data` as one chunk of a chunked body (as is on HTTP/1.0).

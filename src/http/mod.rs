@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod ops;
 pub mod platforms;
 pub mod poll;
+pub mod sse;
 
 use std::ops::Deref;
 use std::sync::Arc;

@@ -10,10 +10,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::events::subscribe_error;
 use super::extract::ApiQuery;
 use super::extract::AuthUser;
 use super::openapi::*;
+use super::sse::subscribe_error;
 use super::AppState;
 use crate::domain::time::{now_ms, rfc3339};
 use crate::error::{ApiError, ApiResult};
