@@ -122,7 +122,8 @@ pub async fn since(
             .await?
         }
         _ => {
-            sqlx::query_as("SELECT seq, event, envelope FROM event_log WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+            sqlx::query_as("SELECT seq, event, envelope FROM event_log \
+                 WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3")
                 .bind(stream)
                 .bind(after)
                 .bind(limit)

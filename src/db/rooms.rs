@@ -38,12 +38,14 @@ pub async fn join(
     user: Uuid,
 ) -> Result<Option<i64>, sqlx::Error> {
     let seq = lock_stream(conn, room).await?;
-    let member: Option<i64> =
-        sqlx::query_scalar("SELECT joined_seq FROM room_members WHERE room_id = $1 AND user_id = $2 AND left_seq IS NULL")
-            .bind(room)
-            .bind(user.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
+    let member: Option<i64> = sqlx::query_scalar(
+        "SELECT joined_seq FROM room_members \
+         WHERE room_id = $1 AND user_id = $2 AND left_seq IS NULL",
+    )
+    .bind(room)
+    .bind(user.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
     if member.is_some() {
         return Ok(None);
     }
@@ -71,12 +73,15 @@ pub async fn join(
 /// Remove `user` from `room`; `false` when they were not a member.
 pub async fn leave(conn: &mut AnyConnection, room: i64, user: Uuid) -> Result<bool, sqlx::Error> {
     let seq = lock_stream(conn, room).await?;
-    let done = sqlx::query("UPDATE room_members SET left_seq = $1 WHERE room_id = $2 AND user_id = $3 AND left_seq IS NULL")
-        .bind(seq)
-        .bind(room)
-        .bind(user.to_string())
-        .execute(conn)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE room_members SET left_seq = $1 \
+         WHERE room_id = $2 AND user_id = $3 AND left_seq IS NULL",
+    )
+    .bind(seq)
+    .bind(room)
+    .bind(user.to_string())
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() > 0)
 }
 
@@ -137,7 +142,8 @@ pub async fn joined_since(
     after: i64,
 ) -> Result<Vec<(i64, i64)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT room_id, MIN(joined_seq) FROM room_members WHERE user_id = $1 AND joined_user_seq > $2 GROUP BY room_id",
+        "SELECT room_id, MIN(joined_seq) FROM room_members \
+         WHERE user_id = $1 AND joined_user_seq > $2 GROUP BY room_id",
     )
     .bind(user.to_string())
     .bind(after)

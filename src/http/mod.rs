@@ -164,7 +164,12 @@ async fn record_metrics(req: Request, next: Next) -> Response {
 /// Count one answered request (also for the streams `fast_path` answers).
 pub fn record_request(method: &str, route: &str, status: u16, elapsed: Duration) {
     let (method, route) = (method.to_owned(), route.to_owned());
-    metrics::counter!("earntrack_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string()).increment(1);
+    let status = status.to_string();
+    metrics::counter!(
+        "earntrack_http_requests_total",
+        "method" => method.clone(), "route" => route.clone(), "status" => status
+    )
+    .increment(1);
     metrics::histogram!("earntrack_http_request_duration_seconds", "method" => method, "route" => route)
         .record(elapsed.as_secs_f64());
 }

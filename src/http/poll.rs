@@ -60,7 +60,12 @@ pub async fn poll(
     let (mut feed, opening) = Feed::open(&app.feeds, sub, me.id, after.as_deref(), filter).await?;
     if opening == Opening::Reset {
         let cursor = feed.cursor();
-        let reset = json!({ "id": cursor, "event": "sync:reset", "timestamp": rfc3339(now_ms()), "data": { "reason": "cursor_unavailable" } });
+        let reset = json!({
+            "id": cursor,
+            "event": "sync:reset",
+            "timestamp": rfc3339(now_ms()),
+            "data": { "reason": "cursor_unavailable" },
+        });
         return Ok(Json(json!({ "events": [reset], "cursor": cursor })));
     }
 
