@@ -5,24 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use clap::Args;
 use serde_json::Value;
 
-#[derive(Args, Debug)]
-pub struct PlotArgs {
-    /// JSON lines written by runs (`--output`), one run per line; other
-    /// lines are skipped.
-    #[arg(long, required = true, num_args = 1..)]
-    input: Vec<PathBuf>,
-    /// The SVG to write.
-    #[arg(long)]
-    output: PathBuf,
-    #[arg(long, default_value = "EarnTrack push under load")]
-    title: String,
-}
+use crate::cli::PlotArgs;
 
 const PALETTE: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
