@@ -347,6 +347,37 @@ impl Rest {
         req: &Request<'_>,
         body: Option<Vec<u8>>,
     ) -> Result<(Response, bool), Exchange> {
+        conn.stream
+            .write_all(&self.request_bytes(req, body.as_deref()))
+            .await
+            .map_err(|e| Exchange::BeforeResponse(e.into()))?;
+        let head = read_head(conn).await?;
+        let mut keep = head.keep_alive();
+        let rest = &mut conn.buf;
+        let body = if head.status == 204 || head.status == 304 || req.method == "HEAD" {
+            Vec::new()
+        } else if head.chunked() {
+            // Not expected from the server's JSON answers; decode, then
+            // drop the connection rather than parse trailers.
+            keep = false;
+            read_chunked(&mut conn.stream, rest).await?
+        } else if let Some(len) = head.content_length() {
+            read_sized(&mut conn.stream, rest, len).await?
+        } else {
+            keep = false;
+            read_to_close(&mut conn.stream, rest).await?
+        };
+        Ok((
+            Response {
+                status: head.status,
+                body,
+            },
+            keep,
+        ))
+    }
+
+    /// The request head (and body) as written on the wire.
+    fn request_bytes(&self, req: &Request<'_>, body: Option<&[u8]>) -> Vec<u8> {
         let mut head = format!(
             "{} {} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: earntrack-bench\r\n",
             req.method,
@@ -359,7 +390,7 @@ impl Rest {
             head.push_str("\r\n");
         }
         let mut bytes = head.into_bytes();
-        match &body {
+        match body {
             Some(b) => {
                 bytes.extend_from_slice(
                     format!(
@@ -372,87 +403,84 @@ impl Rest {
             }
             None => bytes.extend_from_slice(b"\r\n"),
         }
-        conn.stream
-            .write_all(&bytes)
+        bytes
+    }
+}
+
+/// Read the response head; `conn.buf` keeps the body bytes read with it.
+async fn read_head(conn: &mut Conn) -> Result<Head, Exchange> {
+    conn.buf.clear();
+    let (head, used) = loop {
+        if let Some(parsed) = parse_head(&conn.buf).map_err(Exchange::During)? {
+            break parsed;
+        }
+        let n = read_more(&mut conn.stream, &mut conn.buf)
             .await
-            .map_err(|e| Exchange::BeforeResponse(e.into()))?;
-        conn.buf.clear();
-        let (head, used) = loop {
-            if let Some(parsed) = parse_head(&conn.buf).map_err(Exchange::During)? {
-                break parsed;
-            }
-            let n = read_more(&mut conn.stream, &mut conn.buf)
-                .await
-                .map_err(|e| Exchange::During(e.into()))?;
-            if n == 0 {
-                let e = anyhow::anyhow!("connection closed before a response");
-                return Err(if conn.buf.is_empty() {
-                    Exchange::BeforeResponse(e)
-                } else {
-                    Exchange::During(e)
-                });
-            }
-        };
-        let mut rest = conn.buf.split_off(used);
-        let mut keep = head.keep_alive();
-        let body = if head.status == 204 || head.status == 304 || req.method == "HEAD" {
-            Vec::new()
-        } else if head.chunked() {
-            // Not expected from the server's JSON answers; decode, then
-            // drop the connection rather than parse trailers.
-            keep = false;
-            let mut dec = Chunked::default();
-            let mut out = Vec::new();
-            loop {
-                let used = dec.decode(&rest, &mut out).map_err(Exchange::During)?;
-                rest.drain(..used);
-                if dec.done {
-                    break;
-                }
-                if out.len() > MAX_BODY {
-                    return Err(Exchange::During(anyhow::anyhow!("response body too large")));
-                }
-                let n = read_more(&mut conn.stream, &mut rest)
-                    .await
-                    .map_err(|e| Exchange::During(e.into()))?;
-                if n == 0 {
-                    return Err(Exchange::During(anyhow::anyhow!("body cut short")));
-                }
-            }
-            out
-        } else if let Some(len) = head.content_length() {
-            if len > MAX_BODY {
-                return Err(Exchange::During(anyhow::anyhow!("response body too large")));
-            }
-            while rest.len() < len {
-                let n = read_more(&mut conn.stream, &mut rest)
-                    .await
-                    .map_err(|e| Exchange::During(e.into()))?;
-                if n == 0 {
-                    return Err(Exchange::During(anyhow::anyhow!("body cut short")));
-                }
-            }
-            rest.truncate(len);
-            rest
-        } else {
-            keep = false;
-            loop {
-                let n = read_more(&mut conn.stream, &mut rest)
-                    .await
-                    .map_err(|e| Exchange::During(e.into()))?;
-                if n == 0 || rest.len() > MAX_BODY {
-                    break;
-                }
-            }
-            rest
-        };
-        Ok((
-            Response {
-                status: head.status,
-                body,
-            },
-            keep,
-        ))
+            .map_err(|e| Exchange::During(e.into()))?;
+        if n == 0 {
+            let e = anyhow::anyhow!("connection closed before a response");
+            return Err(if conn.buf.is_empty() {
+                Exchange::BeforeResponse(e)
+            } else {
+                Exchange::During(e)
+            });
+        }
+    };
+    conn.buf.drain(..used);
+    Ok(head)
+}
+
+/// Read more of the body into `buf`; an error once the response began.
+async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, Exchange> {
+    read_more(stream, buf)
+        .await
+        .map_err(|e| Exchange::During(e.into()))
+}
+
+/// A chunked body, `rest` being what was read of it so far.
+async fn read_chunked(stream: &mut TcpStream, rest: &mut Vec<u8>) -> Result<Vec<u8>, Exchange> {
+    let mut dec = Chunked::default();
+    let mut out = Vec::new();
+    loop {
+        let used = dec.decode(rest, &mut out).map_err(Exchange::During)?;
+        rest.drain(..used);
+        if dec.done {
+            return Ok(out);
+        }
+        if out.len() > MAX_BODY {
+            return Err(Exchange::During(anyhow::anyhow!("response body too large")));
+        }
+        if read_body(stream, rest).await? == 0 {
+            return Err(Exchange::During(anyhow::anyhow!("body cut short")));
+        }
+    }
+}
+
+/// A body of `len` bytes (`Content-Length`).
+async fn read_sized(
+    stream: &mut TcpStream,
+    rest: &mut Vec<u8>,
+    len: usize,
+) -> Result<Vec<u8>, Exchange> {
+    if len > MAX_BODY {
+        return Err(Exchange::During(anyhow::anyhow!("response body too large")));
+    }
+    while rest.len() < len {
+        if read_body(stream, rest).await? == 0 {
+            return Err(Exchange::During(anyhow::anyhow!("body cut short")));
+        }
+    }
+    rest.truncate(len);
+    Ok(std::mem::take(rest))
+}
+
+/// A body that ends when the server closes the connection.
+async fn read_to_close(stream: &mut TcpStream, rest: &mut Vec<u8>) -> Result<Vec<u8>, Exchange> {
+    loop {
+        let n = read_body(stream, rest).await?;
+        if n == 0 || rest.len() > MAX_BODY {
+            return Ok(std::mem::take(rest));
+        }
     }
 }
 

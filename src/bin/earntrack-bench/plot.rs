@@ -70,57 +70,7 @@ fn series_name(run: &Value) -> String {
 }
 
 fn render(title: &str, runs: &[Value]) -> String {
-    let mut latency: Vec<Series> = Vec::new();
-    let mut rss: Vec<Series> = Vec::new();
-    let mut colors: Vec<String> = Vec::new();
-    let mut color_of = |name: &str| match colors.iter().position(|c| c == name) {
-        Some(i) => i,
-        None => {
-            colors.push(name.to_owned());
-            colors.len() - 1
-        }
-    };
-    fn add(list: &mut Vec<Series>, name: String, dashed: bool, color: usize, n: u64, y: f64) {
-        match list.iter_mut().find(|s| s.name == name) {
-            Some(s) => {
-                s.points.insert(n, y);
-            }
-            None => list.push(Series {
-                name,
-                dashed,
-                color,
-                points: BTreeMap::from([(n, y)]),
-            }),
-        }
-    }
-    for run in runs {
-        let Some(n) = streams_of(run) else { continue };
-        let name = series_name(run);
-        let color = color_of(&name);
-        if let Some(p99) = run.get("p99_ms").and_then(Value::as_f64) {
-            add(&mut latency, format!("{name} p99"), false, color, n, p99);
-        }
-        if let Some(p50) = run.get("p50_ms").and_then(Value::as_f64) {
-            add(&mut latency, format!("{name} p50"), true, color, n, p50);
-        }
-        if let Some(kib) = run.get("server_rss_per_stream_kib").and_then(Value::as_f64) {
-            let mode = run["mode"].as_str().unwrap_or("?").to_owned();
-            let c = color_of(&mode);
-            add(&mut rss, mode, false, c, n, kib);
-        }
-    }
-    let charts = [
-        Chart {
-            title: "Publish-to-delivery latency".into(),
-            y_label: "ms".into(),
-            series: latency,
-        },
-        Chart {
-            title: "Server RSS per stream".into(),
-            y_label: "KiB".into(),
-            series: rss,
-        },
-    ];
+    let charts = charts(runs);
     let rows = charts
         .iter()
         .map(|c| c.series.len().div_ceil(2))
@@ -148,6 +98,77 @@ fn render(title: &str, runs: &[Value]) -> String {
             rows,
         );
     }
+    let _ = writeln!(
+        svg,
+        r##"<text x="{}" y="{}" text-anchor="middle" fill="#555">{}</text>"##,
+        w / 2.0,
+        h - 10.0,
+        escape(&note(runs))
+    );
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Latency (p99 solid, p50 dashed, one color per mode and variant) and RSS
+/// per stream (one color per mode) against N.
+fn charts(runs: &[Value]) -> [Chart; 2] {
+    let mut latency: Vec<Series> = Vec::new();
+    let mut rss: Vec<Series> = Vec::new();
+    let mut colors: Vec<String> = Vec::new();
+    let mut color_of = |name: &str| match colors.iter().position(|c| c == name) {
+        Some(i) => i,
+        None => {
+            colors.push(name.to_owned());
+            colors.len() - 1
+        }
+    };
+    for run in runs {
+        let Some(n) = streams_of(run) else { continue };
+        let name = series_name(run);
+        let color = color_of(&name);
+        if let Some(p99) = run.get("p99_ms").and_then(Value::as_f64) {
+            add(&mut latency, format!("{name} p99"), false, color, n, p99);
+        }
+        if let Some(p50) = run.get("p50_ms").and_then(Value::as_f64) {
+            add(&mut latency, format!("{name} p50"), true, color, n, p50);
+        }
+        if let Some(kib) = run.get("server_rss_per_stream_kib").and_then(Value::as_f64) {
+            let mode = run["mode"].as_str().unwrap_or("?").to_owned();
+            let c = color_of(&mode);
+            add(&mut rss, mode, false, c, n, kib);
+        }
+    }
+    [
+        Chart {
+            title: "Publish-to-delivery latency".into(),
+            y_label: "ms".into(),
+            series: latency,
+        },
+        Chart {
+            title: "Server RSS per stream".into(),
+            y_label: "KiB".into(),
+            series: rss,
+        },
+    ]
+}
+
+/// Add the point (`n`, `y`) to the series `name`, new or not.
+fn add(list: &mut Vec<Series>, name: String, dashed: bool, color: usize, n: u64, y: f64) {
+    match list.iter_mut().find(|s| s.name == name) {
+        Some(s) => {
+            s.points.insert(n, y);
+        }
+        None => list.push(Series {
+            name,
+            dashed,
+            color,
+            points: BTreeMap::from([(n, y)]),
+        }),
+    }
+}
+
+/// The line under the charts: how many runs, and how busy the machine was.
+fn note(runs: &[Value]) -> String {
     let loads: Vec<f64> = runs
         .iter()
         .filter_map(|r| r.get("loadavg_1m").and_then(Value::as_f64))
@@ -165,15 +186,7 @@ fn render(title: &str, runs: &[Value]) -> String {
             "; 1-minute load average during the runs {lo:.1} to {hi:.1}"
         );
     }
-    let _ = writeln!(
-        svg,
-        r##"<text x="{}" y="{}" text-anchor="middle" fill="#555">{}</text>"##,
-        w / 2.0,
-        h - 10.0,
-        escape(&note)
-    );
-    svg.push_str("</svg>\n");
-    svg
+    note
 }
 
 /// 1, 2 or 5 times a power of ten, at least `x`.
@@ -195,6 +208,30 @@ fn label(v: f64, step: f64) -> String {
     } else {
         let decimals = (-step.log10().floor()) as usize;
         format!("{v:.decimals$}")
+    }
+}
+
+/// Where a chart's plot area is, and its scales.
+struct Frame {
+    /// The plot area: left, top, width, height.
+    px: f64,
+    py: f64,
+    pw: f64,
+    ph: f64,
+    x_step: f64,
+    y_step: f64,
+    /// The axes' ends: whole steps above the largest N and value.
+    x_top: f64,
+    y_top: f64,
+}
+
+impl Frame {
+    fn sx(&self, n: f64) -> f64 {
+        self.px + n / self.x_top * self.pw
+    }
+
+    fn sy(&self, v: f64) -> f64 {
+        self.py + self.ph - v / self.y_top * self.ph
     }
 }
 
@@ -228,36 +265,55 @@ fn draw_chart(svg: &mut String, chart: &Chart, x0: f64, y0: f64, w: f64, h: f64,
     }
     let x_step = nice_step(x_max / 5.0);
     let y_step = nice_step(y_max / 5.0);
-    let x_top = (x_max / x_step).ceil().max(1.0) * x_step;
-    let y_top = (y_max / y_step).ceil().max(1.0) * y_step;
-    let sx = |n: f64| px + n / x_top * pw;
-    let sy = |v: f64| py + ph - v / y_top * ph;
-    // Grid and ticks.
+    let frame = Frame {
+        px,
+        py,
+        pw,
+        ph,
+        x_step,
+        y_step,
+        x_top: (x_max / x_step).ceil().max(1.0) * x_step,
+        y_top: (y_max / y_step).ceil().max(1.0) * y_step,
+    };
+    draw_grid(svg, &frame);
+    draw_axes(svg, &frame, x0, &chart.y_label);
+    draw_series(svg, chart, &frame);
+    draw_legend(svg, chart, &frame);
+}
+
+/// Grid lines and tick labels.
+fn draw_grid(svg: &mut String, f: &Frame) {
+    let (px, py, pw, ph) = (f.px, f.py, f.pw, f.ph);
     let mut v = 0.0;
-    while v <= y_top + y_step / 2.0 {
-        let y = sy(v);
+    while v <= f.y_top + f.y_step / 2.0 {
+        let y = f.sy(v);
         let _ = writeln!(
             svg,
             r##"<line x1="{px}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#e5e5e5"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
             px + pw,
             px - 6.0,
             y + 4.0,
-            label(v, y_step)
+            label(v, f.y_step)
         );
-        v += y_step;
+        v += f.y_step;
     }
     let mut n = 0.0;
-    while n <= x_top + x_step / 2.0 {
-        let x = sx(n);
+    while n <= f.x_top + f.x_step / 2.0 {
+        let x = f.sx(n);
         let _ = writeln!(
             svg,
             r##"<line x1="{x:.1}" y1="{py}" x2="{x:.1}" y2="{}" stroke="#f0f0f0"/><text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"##,
             py + ph,
             py + ph + 16.0,
-            label(n, x_step)
+            label(n, f.x_step)
         );
-        n += x_step;
+        n += f.x_step;
     }
+}
+
+/// The plot's border and the axes' labels.
+fn draw_axes(svg: &mut String, f: &Frame, x0: f64, y_label: &str) {
+    let (px, py, pw, ph) = (f.px, f.py, f.pw, f.ph);
     let _ = writeln!(
         svg,
         r##"<rect x="{px}" y="{py}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>
@@ -269,53 +325,59 @@ fn draw_chart(svg: &mut String, chart: &Chart, x0: f64, y0: f64, w: f64, h: f64,
         py + ph / 2.0,
         x0 + 18.0,
         py + ph / 2.0,
-        escape(&chart.y_label)
+        escape(y_label)
     );
-    // Lines and points.
+}
+
+fn dash(s: &Series) -> &'static str {
+    if s.dashed {
+        r#" stroke-dasharray="6 4""#
+    } else {
+        ""
+    }
+}
+
+/// Lines and points.
+fn draw_series(svg: &mut String, chart: &Chart, f: &Frame) {
     for s in &chart.series {
         let color = PALETTE[s.color % PALETTE.len()];
         let path: Vec<String> = s
             .points
             .iter()
-            .map(|(&n, &y)| format!("{:.1},{:.1}", sx(n as f64), sy(y)))
+            .map(|(&n, &y)| format!("{:.1},{:.1}", f.sx(n as f64), f.sy(y)))
             .collect();
-        let dash = if s.dashed {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
         let _ = writeln!(
             svg,
-            r##"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"##,
-            path.join(" ")
+            r##"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{}/>"##,
+            path.join(" "),
+            dash(s)
         );
         for (&n, &y) in &s.points {
             let _ = writeln!(
                 svg,
                 r##"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"><title>{}: N={n}, {y} {}</title></circle>"##,
-                sx(n as f64),
-                sy(y),
+                f.sx(n as f64),
+                f.sy(y),
                 escape(&s.name),
                 escape(&chart.y_label)
             );
         }
     }
-    // Legend, under the axis label.
+}
+
+/// Legend, under the axis label.
+fn draw_legend(svg: &mut String, chart: &Chart, f: &Frame) {
     for (i, s) in chart.series.iter().enumerate() {
         let color = PALETTE[s.color % PALETTE.len()];
-        let x = px + (i % 2) as f64 * pw / 2.0;
-        let y = py + ph + 58.0 + (i / 2) as f64 * 16.0;
-        let dash = if s.dashed {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
+        let x = f.px + (i % 2) as f64 * f.pw / 2.0;
+        let y = f.py + f.ph + 58.0 + (i / 2) as f64 * 16.0;
         let _ = writeln!(
             svg,
-            r##"<line x1="{x:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="{y:.1}">{}</text>"##,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"{}/><text x="{:.1}" y="{y:.1}">{}</text>"##,
             y - 4.0,
             x + 20.0,
             y - 4.0,
+            dash(s),
             x + 26.0,
             escape(&s.name)
         );

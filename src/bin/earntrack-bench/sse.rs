@@ -358,6 +358,52 @@ pub async fn run(shared: Arc<Shared>, spec: Spec) -> StreamResult {
         ..StreamResult::default()
     };
     let mut parser = Parser::default();
+    let Some((mut body, mut events)) = start(&shared, &spec, &mut parser, &mut result).await else {
+        return result;
+    };
+    let comments_at_connect = parser.comments;
+    let mut recv_us = now_us();
+    loop {
+        record(&shared, &mut result, &mut events, recv_us);
+        let read = tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => break,
+            r = body.read(&mut parser, &mut events) => r,
+        };
+        recv_us = now_us();
+        if let Ok(true) = read {
+            continue;
+        }
+        record(&shared, &mut result, &mut events, recv_us);
+        if !result.dropped {
+            result.dropped = true;
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = read {
+            result.error = Some(format!("{e:#}"));
+        }
+        match resume(&shared, &spec, &mut parser, &mut result).await {
+            Some((b, rest)) => {
+                body = b;
+                events = rest;
+                recv_us = now_us();
+            }
+            None => break,
+        }
+    }
+    result.pings = parser.comments - comments_at_connect;
+    result
+}
+
+/// Open the stream, `--connect-concurrency` at a time, and count it as
+/// connected; `None` (counted as failed, the error in `result`) when it did
+/// not connect.
+async fn start(
+    shared: &Shared,
+    spec: &Spec,
+    parser: &mut Parser,
+    result: &mut StreamResult,
+) -> Option<(Body, Vec<Event>)> {
     let permit = tokio::select! {
         p = shared.connect_permits.acquire() => p.ok(),
         _ = tokio::time::sleep_until(shared.connect_deadline.into()) => None,
@@ -366,15 +412,15 @@ pub async fn run(shared: Arc<Shared>, spec: Spec) -> StreamResult {
     let Some(permit) = permit else {
         result.error = Some("connect deadline passed".into());
         shared.failed.fetch_add(1, Ordering::Relaxed);
-        return result;
+        return None;
     };
     let started = Instant::now();
-    let (mut body, mut events) = match establish(&shared, &spec, &mut parser, None).await {
+    let opened = match establish(shared, spec, parser, None).await {
         Ok(opened) => opened,
         Err(e) => {
             result.error = Some(format!("{e:#}"));
             shared.failed.fetch_add(1, Ordering::Relaxed);
-            return result;
+            return None;
         }
     };
     drop(permit);
@@ -382,56 +428,35 @@ pub async fn run(shared: Arc<Shared>, spec: Spec) -> StreamResult {
     result.connect_us = started.elapsed().as_micros() as u64;
     shared.user_streams[spec.user].fetch_add(1, Ordering::Relaxed);
     shared.connected.fetch_add(1, Ordering::Relaxed);
-    let comments_at_connect = parser.comments;
+    Some(opened)
+}
 
-    let mut recv_us = now_us();
-    'live: loop {
-        record(&shared, &mut result, &mut events, recv_us);
-        let read = tokio::select! {
-            biased;
-            _ = shared.stop.cancelled() => break 'live,
-            r = body.read(&mut parser, &mut events) => r,
+/// Resume where the stream ended, as an EventSource would: up to
+/// `MAX_RECONNECTS` tries in all, each after a pause; `None` once stopped
+/// or out of tries.
+async fn resume(
+    shared: &Shared,
+    spec: &Spec,
+    parser: &mut Parser,
+    result: &mut StreamResult,
+) -> Option<(Body, Vec<Event>)> {
+    loop {
+        if shared.stop.is_cancelled() || result.reconnects >= MAX_RECONNECTS {
+            return None;
+        }
+        result.reconnects += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let resume = parser.last_id.clone();
+        *parser = Parser {
+            last_id: resume.clone(),
+            comments: parser.comments,
+            ..Parser::default()
         };
-        recv_us = now_us();
-        match read {
-            Ok(true) => continue,
-            Ok(false) | Err(_) => {
-                record(&shared, &mut result, &mut events, recv_us);
-                if !result.dropped {
-                    result.dropped = true;
-                    shared.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                if let Err(e) = read {
-                    result.error = Some(format!("{e:#}"));
-                }
-                // Resume where the stream ended, as an EventSource would.
-                loop {
-                    if shared.stop.is_cancelled() || result.reconnects >= MAX_RECONNECTS {
-                        break 'live;
-                    }
-                    result.reconnects += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    let resume = parser.last_id.clone();
-                    parser = Parser {
-                        last_id: resume.clone(),
-                        comments: parser.comments,
-                        ..Parser::default()
-                    };
-                    match establish(&shared, &spec, &mut parser, resume.as_deref()).await {
-                        Ok((b, rest)) => {
-                            body = b;
-                            events = rest;
-                            recv_us = now_us();
-                            continue 'live;
-                        }
-                        Err(e) => result.error = Some(format!("{e:#}")),
-                    }
-                }
-            }
+        match establish(shared, spec, parser, resume.as_deref()).await {
+            Ok(opened) => return Some(opened),
+            Err(e) => result.error = Some(format!("{e:#}")),
         }
     }
-    result.pings = parser.comments - comments_at_connect;
-    result
 }
 
 /// Account for the frames in `events` (drained), received at `recv_us`.
