@@ -80,7 +80,11 @@ fn render(title: &str, runs: &[Value]) -> String {
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" "##
+    );
+    let _ = write!(
+        svg,
+        r##"font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="#ffffff"/>
 <text x="{}" y="24" text-anchor="middle" font-size="16" font-weight="bold">{}</text>
 "##,
@@ -287,10 +291,14 @@ fn draw_grid(svg: &mut String, f: &Frame) {
     let mut v = 0.0;
     while v <= f.y_top + f.y_step / 2.0 {
         let y = f.sy(v);
+        let _ = write!(
+            svg,
+            r##"<line x1="{px}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#e5e5e5"/>"##,
+            px + pw
+        );
         let _ = writeln!(
             svg,
-            r##"<line x1="{px}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#e5e5e5"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-            px + pw,
+            r##"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
             px - 6.0,
             y + 4.0,
             label(v, f.y_step)
@@ -300,10 +308,14 @@ fn draw_grid(svg: &mut String, f: &Frame) {
     let mut n = 0.0;
     while n <= f.x_top + f.x_step / 2.0 {
         let x = f.sx(n);
+        let _ = write!(
+            svg,
+            r##"<line x1="{x:.1}" y1="{py}" x2="{x:.1}" y2="{}" stroke="#f0f0f0"/>"##,
+            py + ph
+        );
         let _ = writeln!(
             svg,
-            r##"<line x1="{x:.1}" y1="{py}" x2="{x:.1}" y2="{}" stroke="#f0f0f0"/><text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"##,
-            py + ph,
+            r##"<text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"##,
             py + ph + 16.0,
             label(n, f.x_step)
         );
@@ -371,13 +383,17 @@ fn draw_legend(svg: &mut String, chart: &Chart, f: &Frame) {
         let color = PALETTE[s.color % PALETTE.len()];
         let x = f.px + (i % 2) as f64 * f.pw / 2.0;
         let y = f.py + f.ph + 58.0 + (i / 2) as f64 * 16.0;
-        let _ = writeln!(
+        let _ = write!(
             svg,
-            r##"<line x1="{x:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"{}/><text x="{:.1}" y="{y:.1}">{}</text>"##,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"{}/>"##,
             y - 4.0,
             x + 20.0,
             y - 4.0,
-            dash(s),
+            dash(s)
+        );
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{y:.1}">{}</text>"##,
             x + 26.0,
             escape(&s.name)
         );

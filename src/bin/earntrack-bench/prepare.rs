@@ -87,7 +87,11 @@ fn check_counts(common: &Common) -> anyhow::Result<usize> {
     if let Some(limit) = procfs::open_files_limit() {
         let need = (common.streams + common.rest_concurrency + 64) as u64;
         if need > limit {
-            bail!("{} streams need about {need} open files but this process may open {limit}: raise `ulimit -n` or lower --streams", common.streams);
+            bail!(
+                "{} streams need about {need} open files but this process may open {limit}: \
+                 raise `ulimit -n` or lower --streams",
+                common.streams
+            );
         }
     }
     if common.url.is_empty() || common.url.len() > 64 {
@@ -268,7 +272,8 @@ fn checked_admin(set_up: anyhow::Result<Option<Account>>) -> anyhow::Result<Acco
     let a = set_up?.context("admin account missing")?;
     if a.role != "admin" {
         bail!(
-            "{} is not an admin: start the server with EARNTRACK_ADMIN_EMAILS={} (and remove its stale token from the cache)",
+            "{} is not an admin: start the server with EARNTRACK_ADMIN_EMAILS={} \
+             (and remove its stale token from the cache)",
             a.email,
             a.email
         );

@@ -255,3 +255,20 @@ pub fn server_cpu_field(r: &mut Report, from: Option<procfs::Sample>, to: Option
         },
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank_in_ms() {
+        let sorted: Vec<u32> = (1..=1000).map(|i| i * 1000).collect();
+        assert_eq!(percentile(&sorted, 50.0), Some(500_000.0));
+        assert_eq!(percentile(&sorted, 90.0), Some(900_000.0));
+        assert_eq!(percentile(&[7], 99.0), Some(7.0));
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile_ms(&sorted, 99.0), json!(990.0));
+        assert_eq!(max_ms(&[1234]), json!(1.23));
+        assert_eq!(max_ms(&[]), Value::Null);
+    }
+}

@@ -233,7 +233,8 @@ async fn open(spec: &Spec, resume: Option<&str>) -> Result<Body, OpenError> {
         )
     })?;
     let mut req = format!(
-        "GET {}?access_token={} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\nUser-Agent: earntrack-bench\r\n",
+        "GET {}?access_token={} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\
+         Cache-Control: no-cache\r\nUser-Agent: earntrack-bench\r\n",
         spec.target.path("/events"),
         spec.token,
         spec.target.host_header
@@ -269,7 +270,8 @@ async fn open(spec: &Spec, resume: Option<&str>) -> Result<Body, OpenError> {
         429 if error_code(&raw) == "too_many_streams" => {
             // Waiting does not free a slot during a run.
             return Err(OpenError::Fatal(anyhow::anyhow!(
-                "status 429 too_many_streams (more streams per user than the server's EARNTRACK_MAX_STREAMS_PER_USER: raise it or --users)"
+                "status 429 too_many_streams (more streams per user than the server's \
+                 EARNTRACK_MAX_STREAMS_PER_USER: raise it or --users)"
             )));
         }
         429 | 503 => {
