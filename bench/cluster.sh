@@ -40,9 +40,13 @@ STREAMS_PER_SERVER_MAX=17000
 
 mkdir -p "$BENCH_DIR"
 cargo build --release --bins
+# Where cargo puts its binaries (CARGO_TARGET_DIR or the build config may
+# move them away from ./target); python3 because jq may be missing.
+target_dir="$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 # Copies: a rebuild while this runs changes nothing here.
-cp target/release/earntrack "$BENCH_DIR/earntrack-server"
-cp target/release/earntrack-bench "$BENCH_DIR/earntrack-bench"
+cp "$target_dir/release/earntrack" "$BENCH_DIR/earntrack-server"
+cp "$target_dir/release/earntrack-bench" "$BENCH_DIR/earntrack-bench"
 BENCH="$BENCH_DIR/earntrack-bench"
 ulimit -n 20000
 # Tokens belong to users of the database this run creates.

@@ -14,7 +14,12 @@ BENCH_DIR="${BENCH_DIR:-target/bench}"
 PORT="${BENCH_PORT:-18090}"
 mkdir -p "$BENCH_DIR"
 cargo build --release --bins
-cp target/release/earntrack "$BENCH_DIR/earntrack-server"
+# Where cargo puts its binaries (CARGO_TARGET_DIR or the build config may
+# move them away from ./target); python3 because jq may be missing.
+target_dir="$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+release="$target_dir/release"
+cp "$release/earntrack" "$BENCH_DIR/earntrack-server"
 ulimit -n 20000
 
 server_pid=""
@@ -43,7 +48,7 @@ run() {
     if [[ -n "${ONLY:-}" && "$ONLY" != "$name" ]]; then return; fi
     start_server
     echo "== $name: earntrack-bench $*"
-    target/release/earntrack-bench "$@" --url "http://127.0.0.1:$PORT" --server-pid "$server_pid" \
+    "$release/earntrack-bench" "$@" --url "http://127.0.0.1:$PORT" --server-pid "$server_pid" \
         --token-cache "$BENCH_DIR/tokens.json" --output "$BENCH_DIR/results.jsonl" --label "$name" --max-runtime-s 600
 }
 
@@ -59,4 +64,4 @@ run fanout-500ms   fanout  --streams 10000 --users 10000 --events 20 --interval-
 run unicast-admin  unicast --streams 5000  --users 5000  --rate 1000 --duration-s 10 --via admin-event
 run unicast-rest   unicast --streams 5000  --users 5000  --rate 1000 --duration-s 10 --via earnings
 stop_server
-target/release/earntrack-bench plot --input "$BENCH_DIR/results.jsonl" --output docs/bench.svg
+"$release/earntrack-bench" plot --input "$BENCH_DIR/results.jsonl" --output docs/bench.svg

@@ -10,7 +10,7 @@ use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_api_error, spawn_app, spawn_app_with, start, test_config, TestApp, TestUser,
+    assert_api_error, spawn_app, spawn_app_with, start, test_config, TestApp, User,
 };
 
 /// The secret `test_config` gives the server.
@@ -27,7 +27,7 @@ fn now() -> i64 {
 }
 
 /// A token for `user` signed with `secret` and `alg`, valid from `iat` to `exp`.
-fn token_for(user: &TestUser, alg: Algorithm, secret: &[u8], iat: i64, exp: i64) -> String {
+fn token_for(user: &User, alg: Algorithm, secret: &[u8], iat: i64, exp: i64) -> String {
     let claims =
         json!({"sub": user.id, "email": user.email, "role": "user", "iat": iat, "exp": exp});
     jsonwebtoken::encode(
@@ -109,7 +109,7 @@ async fn login_raw(app: &TestApp, email: &str, password: &str) -> Response {
 }
 
 /// A client with a cookie store, logged in by registering a new user.
-async fn cookie_client(app: &TestApp) -> (reqwest::Client, TestUser) {
+async fn cookie_client(app: &TestApp) -> (reqwest::Client, User) {
     let client = reqwest::Client::builder()
         .cookie_store(true)
         .build()
@@ -123,7 +123,7 @@ async fn cookie_client(app: &TestApp) -> (reqwest::Client, TestUser) {
         .unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
     let body: Value = res.json().await.unwrap();
-    let user = TestUser {
+    let user = User {
         id: body["user"]["id"].as_str().unwrap().to_owned(),
         email,
         token: body["token"].as_str().unwrap().to_owned(),
@@ -555,7 +555,7 @@ async fn a_signed_token_without_exp_or_with_a_malformed_sub_is_401_invalid_token
 #[tokio::test]
 async fn a_validly_signed_token_for_an_unknown_user_is_401_invalid_token() {
     let app = spawn_app().await;
-    let ghost = TestUser {
+    let ghost = User {
         id: uuid::Uuid::new_v4().to_string(),
         email: "ghost@example.com".into(),
         token: String::new(),
@@ -714,7 +714,7 @@ async fn cookie_post_platform(
     req.send().await.unwrap()
 }
 
-async fn platform_count(app: &TestApp, user: &TestUser) -> usize {
+async fn platform_count(app: &TestApp, user: &User) -> usize {
     let body: Value = app.get(PROTECTED, &user.token).await.json().await.unwrap();
     body["items"].as_array().unwrap().len()
 }

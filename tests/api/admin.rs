@@ -10,17 +10,12 @@ use reqwest::{header, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_api_error, spawn_app, spawn_app_with, start, test_config, SseClient, TestApp, TestUser,
+    assert_api_error, spawn_app, spawn_app_with, start, test_config, Sse, TestApp, User,
 };
+use crate::kit::sse::Next;
 
 /// `POST /api/admin/events` as `admin`.
-async fn emit(
-    app: &TestApp,
-    admin: &TestUser,
-    target: Value,
-    event: &str,
-    data: Value,
-) -> Response {
+async fn emit(app: &TestApp, admin: &User, target: Value, event: &str, data: Value) -> Response {
     app.post(
         "/api/admin/events",
         &admin.token,
@@ -30,12 +25,12 @@ async fn emit(
 }
 
 /// `emit`, asserting 202.
-async fn emit_ok(app: &TestApp, admin: &TestUser, target: Value, event: &str, data: Value) {
+async fn emit_ok(app: &TestApp, admin: &User, target: Value, event: &str, data: Value) {
     let res = emit(app, admin, target.clone(), event, data).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED, "event to {target}");
 }
 
-async fn join(app: &TestApp, admin: &TestUser, room: &str, user: &str) -> Response {
+async fn join(app: &TestApp, admin: &User, room: &str, user: &str) -> Response {
     app.request(
         Method::PUT,
         &format!("/api/admin/rooms/{room}/members/{user}"),
@@ -45,7 +40,7 @@ async fn join(app: &TestApp, admin: &TestUser, room: &str, user: &str) -> Respon
     .await
 }
 
-async fn leave(app: &TestApp, admin: &TestUser, room: &str, user: &str) -> Response {
+async fn leave(app: &TestApp, admin: &User, room: &str, user: &str) -> Response {
     app.delete(
         &format!("/api/admin/rooms/{room}/members/{user}"),
         &admin.token,
@@ -54,9 +49,9 @@ async fn leave(app: &TestApp, admin: &TestUser, room: &str, user: &str) -> Respo
 }
 
 /// Asserts `stream` sends nothing for a moment.
-async fn assert_quiet(stream: &mut SseClient, who: &str) {
-    if let Some(event) = stream.quiet_for(300).await {
-        panic!("{who} got an unexpected event: {event:?}");
+async fn assert_quiet(stream: &mut Sse, who: &str) {
+    if let Some(next) = stream.quiet_for(Duration::from_millis(300)).await {
+        panic!("{who} got an unexpected {next:?}");
     }
 }
 
@@ -306,7 +301,7 @@ async fn a_bad_target_is_422() {
 // --- rooms --------------------------------------------------------------------
 
 /// Posts `n` as a `room:msg` to room `team-1`.
-async fn room_msg(app: &TestApp, admin: &TestUser, n: &str) {
+async fn room_msg(app: &TestApp, admin: &User, n: &str) {
     emit_ok(
         app,
         admin,
@@ -335,15 +330,15 @@ fn is_membership_notice(event: &Event) -> bool {
 
 /// Asserts `stream` sends exactly `expected` (as `label`s, in order, each
 /// within 5 s), then nothing more for 300 ms.
-async fn assert_receives(stream: &mut SseClient, expected: &[&str], what: &str) {
+async fn assert_receives(stream: &mut Sse, expected: &[&str], what: &str) {
     let mut got = Vec::new();
     while got.len() < expected.len() {
-        let event = stream.next().await;
+        let event = stream.event().await;
         if !is_membership_notice(&event) {
             got.push(label(&event));
         }
     }
-    while let Some(event) = stream.quiet_for(300).await {
+    while let Some(Next::Event(event)) = stream.quiet_for(Duration::from_millis(300)).await {
         if !is_membership_notice(&event) {
             got.push(label(&event));
         }
@@ -596,13 +591,13 @@ async fn room_membership_is_stored_and_survives_a_restart() {
 
 // --- connections ------------------------------------------------------------
 
-async fn connections(app: &TestApp, admin: &TestUser) -> Value {
+async fn connections(app: &TestApp, admin: &User) -> Value {
     let res = app.get("/api/admin/connections", &admin.token).await;
     assert_eq!(res.status(), StatusCode::OK);
     res.json().await.unwrap()
 }
 
-fn count_of(view: &Value, user: &TestUser) -> Option<u64> {
+fn count_of(view: &Value, user: &User) -> Option<u64> {
     view["users"]
         .as_array()
         .expect("users is an array")
@@ -611,7 +606,7 @@ fn count_of(view: &Value, user: &TestUser) -> Option<u64> {
         .map(|u| u["connections"].as_u64().expect("connections is a number"))
 }
 
-async fn user_connections(app: &TestApp, admin: &TestUser, user: &TestUser) -> Value {
+async fn user_connections(app: &TestApp, admin: &User, user: &User) -> Value {
     let res = app
         .get(
             &format!("/api/admin/users/{}/connections", user.id),
@@ -718,8 +713,14 @@ async fn disconnecting_a_user_ends_their_streams_within_a_second() {
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["closed"], 2, "{body}");
-    assert!(a1.ends_within(1).await, "first stream ends");
-    assert!(a2.ends_within(1).await, "second stream ends");
+    assert!(
+        a1.ends_within(Duration::from_secs(1)).await,
+        "first stream ends"
+    );
+    assert!(
+        a2.ends_within(Duration::from_secs(1)).await,
+        "second stream ends"
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     loop {
         let count = user_connections(&app, &admin, &alice).await["connections"].clone();

@@ -8,7 +8,7 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_api_error, spawn_app, TestApp, TestUser};
+use crate::helpers::{assert_api_error, spawn_app, TestApp, User};
 
 const CURSOR_HEADER: &str = "EarnTrack-Event-Cursor";
 
@@ -51,14 +51,14 @@ fn assert_money(value: &Value, expected: f64) {
     );
 }
 
-async fn create_earning(app: &TestApp, user: &TestUser, body: Value) -> Response {
+async fn create_earning(app: &TestApp, user: &User, body: Value) -> Response {
     app.post("/api/earnings", &user.token, body).await
 }
 
 /// An earning on `date` for `amount`, created and returned.
 async fn earning_on(
     app: &TestApp,
-    user: &TestUser,
+    user: &User,
     platform: &Value,
     date: &str,
     amount: f64,
@@ -73,7 +73,7 @@ async fn earning_on(
     res.json().await.unwrap()
 }
 
-async fn list(app: &TestApp, user: &TestUser, query: &str) -> Value {
+async fn list(app: &TestApp, user: &User, query: &str) -> Value {
     let res = app.get(&format!("/api/earnings{query}"), &user.token).await;
     assert_eq!(res.status(), StatusCode::OK, "GET /api/earnings{query}");
     res.json().await.unwrap()
@@ -89,7 +89,7 @@ fn ids(page: &Value) -> Vec<String> {
 }
 
 /// The server still answers, and the user still has no earnings at all.
-async fn assert_alive_and_nothing_written(app: &TestApp, user: &TestUser) {
+async fn assert_alive_and_nothing_written(app: &TestApp, user: &User) {
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     let page = list(app, user, "").await;
@@ -99,7 +99,7 @@ async fn assert_alive_and_nothing_written(app: &TestApp, user: &TestUser) {
 /// A POST /api/earnings with a raw body and content type (`None`: no header).
 async fn post_raw(
     app: &TestApp,
-    user: &TestUser,
+    user: &User,
     content_type: Option<&str>,
     body: impl Into<reqwest::Body>,
 ) -> Response {
@@ -1089,14 +1089,14 @@ async fn resuming_from_the_lists_event_cursor_sees_nothing_twice_and_misses_noth
     );
     stream.expect("notification").await;
     assert!(
-        stream.quiet_for(300).await.is_none(),
+        stream.quiet_for(Duration::from_millis(300)).await.is_none(),
         "nothing else is replayed"
     );
 }
 
 // ---- Idempotency-Key ----
 
-async fn post_with_key(app: &TestApp, user: &TestUser, key: &str, body: &Value) -> Response {
+async fn post_with_key(app: &TestApp, user: &User, key: &str, body: &Value) -> Response {
     app.client
         .post(app.url("/api/earnings"))
         .bearer_auth(&user.token)
@@ -1131,7 +1131,7 @@ async fn a_retried_post_with_the_same_idempotency_key_returns_the_first_response
     assert_eq!(data["id"], first["id"]);
     stream.expect("notification").await;
     assert!(
-        stream.quiet_for(500).await.is_none(),
+        stream.quiet_for(Duration::from_millis(500)).await.is_none(),
         "the retry published nothing"
     );
 }

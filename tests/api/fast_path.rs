@@ -118,7 +118,7 @@ async fn requests_the_lean_path_declines_get_the_routers_answers() {
         res.headers()["access-control-allow-origin"],
         "http://app.test"
     );
-    let mut stream = crate::helpers::SseClient::new(res);
+    let mut stream = crate::helpers::Sse::new(res);
     stream.expect("connected").await;
 }
 

@@ -1,21 +1,37 @@
-//! Test harness: `spawn_app` builds the real application on a temporary
+//! The API suite's harness: `spawn_app` builds the real application in this
+//! process, on a temporary SQLite file (or a fresh PostgreSQL database, see
+//! `postgres_server`) and port 0, serves it on a real socket, and hands back
+//! an HTTP client and the kit's SSE client (`crate::kit::sse`).
 #![allow(dead_code)]
-//! SQLite file and port 0, serves it on a real socket, and hands back an
-//! HTTP client and an SSE client (`eventsource-stream`, a real SSE parser).
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::Duration;
 
 use earntrack::http::AppState;
 use earntrack::{App, Config};
-use eventsource_stream::{Event, Eventsource};
-use futures_util::{Stream, StreamExt};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use crate::kit::http;
+pub use crate::kit::http::User;
+use crate::kit::pg::TestDb;
+pub use crate::kit::sse::Sse;
+
+/// The PostgreSQL server when the suite runs on it
+/// (`EARNTRACK_TEST_BACKEND=postgres`): `POSTGRES_URL`, or the local test
+/// server. An unreachable one fails every test (`TestDb::create`).
+pub fn postgres_server() -> Option<String> {
+    if std::env::var("EARNTRACK_TEST_BACKEND").ok().as_deref() != Some("postgres") {
+        return None;
+    }
+    Some(
+        std::env::var("POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+    )
+}
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -28,16 +44,10 @@ pub struct TestApp {
     pub streams: reqwest::Client,
     pub state: AppState,
     pub dir: TempDir,
-    pub database_url: String,
+    /// The PostgreSQL database of `spawn_app`, dropped with the app.
+    db: Option<TestDb>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-#[derive(Clone, Debug)]
-pub struct TestUser {
-    pub id: String,
-    pub email: String,
-    pub token: String,
 }
 
 /// The configuration tests start from: a temporary SQLite file, port 0, a
@@ -59,17 +69,22 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir);
-    if let Some(url) = crate::pg::fresh_database().await {
-        config.database_url = url;
+    let db = match postgres_server() {
+        Some(server) => Some(TestDb::create(&server).await),
+        None => None,
+    };
+    if let Some(db) = &db {
+        config.database_url = db.url.clone();
         config.db_pool = 3;
     }
     configure(&mut config);
-    start(config, dir).await
+    let mut app = start(config, dir).await;
+    app.db = db;
+    app
 }
 
 /// Start an app on `config` (its `dir` is kept alive with it).
 pub async fn start(config: Config, dir: TempDir) -> TestApp {
-    let database_url = config.database_url.clone();
     let app = App::build(config).await.expect("app builds");
     let addr = app.local_addr();
     let state = app.state();
@@ -91,7 +106,7 @@ pub async fn start(config: Config, dir: TempDir) -> TestApp {
             .unwrap(),
         state,
         dir,
-        database_url,
+        db: None,
         stop: Some(stop),
         server: Some(server),
     }
@@ -152,38 +167,20 @@ impl TestApp {
         self.request(Method::DELETE, path, Some(token), None).await
     }
 
-    pub async fn register(&self, email: &str) -> TestUser {
-        let res = self
-            .request(
-                Method::POST,
-                "/api/auth/register",
-                None,
-                Some(json!({"email": email, "password": "correct horse"})),
-            )
-            .await;
-        assert_eq!(res.status(), StatusCode::CREATED, "register {email}");
-        let body: Value = res.json().await.unwrap();
-        TestUser {
-            id: body["user"]["id"].as_str().unwrap().to_owned(),
-            email: email.to_owned(),
-            token: body["token"].as_str().unwrap().to_owned(),
-        }
+    pub async fn register(&self, email: &str) -> User {
+        http::register(&self.client, &self.base, email).await
     }
 
     /// A new user with a random email.
-    pub async fn user(&self) -> TestUser {
-        self.register(&format!(
-            "user-{}@example.com",
-            uuid::Uuid::new_v4().simple()
-        ))
-        .await
+    pub async fn user(&self) -> User {
+        http::user(&self.client, &self.base).await
     }
 
-    pub async fn admin(&self) -> TestUser {
-        self.register("admin@example.com").await
+    pub async fn admin(&self) -> User {
+        http::admin(&self.client, &self.base).await
     }
 
-    pub async fn platform(&self, user: &TestUser, name: &str) -> Value {
+    pub async fn platform(&self, user: &User, name: &str) -> Value {
         let res = self
             .post(
                 "/api/platforms",
@@ -195,7 +192,7 @@ impl TestApp {
         res.json().await.unwrap()
     }
 
-    pub async fn earning(&self, user: &TestUser, platform: &Value, amount: f64) -> Value {
+    pub async fn earning(&self, user: &User, platform: &Value, amount: f64) -> Value {
         let body = json!({"platformId": platform["id"], "date": "2024-01-15", "hours": 2, "amount": amount});
         let res = self.post("/api/earnings", &user.token, body).await;
         assert_eq!(res.status(), StatusCode::CREATED);
@@ -203,7 +200,7 @@ impl TestApp {
     }
 
     /// Open `/events` with a bearer token and extra query (`""` for none).
-    pub async fn stream(&self, token: &str, query: &str) -> SseClient {
+    pub async fn stream(&self, token: &str, query: &str) -> Sse {
         let res = self
             .streams
             .get(self.url(&format!("/events{query}")))
@@ -211,11 +208,11 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        SseClient::new(res)
+        Sse::new(res)
     }
 
     /// Open `/events` resuming with a `Last-Event-ID` header.
-    pub async fn resume(&self, token: &str, last_event_id: &str) -> SseClient {
+    pub async fn resume(&self, token: &str, last_event_id: &str) -> Sse {
         let res = self
             .streams
             .get(self.url("/events"))
@@ -224,7 +221,7 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        SseClient::new(res)
+        Sse::new(res)
     }
 }
 
@@ -233,91 +230,7 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        crate::pg::drop_database(&self.database_url);
-    }
-}
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
-
-/// An SSE client over a real response body.
-pub struct SseClient {
-    pub status: StatusCode,
-    pub headers: reqwest::header::HeaderMap,
-    events: EventStream,
-}
-
-impl SseClient {
-    pub fn new(res: Response) -> Self {
-        let status = res.status();
-        let headers = res.headers().clone();
-        let events = res
-            .bytes_stream()
-            .eventsource()
-            .map(|r| r.map_err(|e| e.to_string()))
-            .boxed();
-        SseClient {
-            status,
-            headers,
-            events,
-        }
-    }
-
-    /// The next event, or a panic after `secs` seconds.
-    pub async fn next_within(&mut self, secs: u64) -> Event {
-        match tokio::time::timeout(Duration::from_secs(secs), self.events.next()).await {
-            Ok(Some(Ok(event))) => event,
-            Ok(Some(Err(err))) => panic!("stream error: {err}"),
-            Ok(None) => panic!("stream ended"),
-            Err(_) => panic!("no event within {secs} s"),
-        }
-    }
-
-    pub async fn next(&mut self) -> Event {
-        self.next_within(5).await
-    }
-
-    /// The next event, asserting its name; returns the envelope's `data`.
-    pub async fn expect(&mut self, name: &str) -> (Event, Value) {
-        let event = self.next().await;
-        assert_eq!(event.event, name, "expected {name}, got {event:?}");
-        let envelope: Value = serde_json::from_str(&event.data).expect("data is JSON");
-        assert_eq!(envelope["event"], name);
-        let data = envelope["data"].clone();
-        (event, data)
-    }
-
-    /// `None` when no event comes within `millis`; the event otherwise.
-    pub async fn quiet_for(&mut self, millis: u64) -> Option<Event> {
-        match tokio::time::timeout(Duration::from_millis(millis), self.events.next()).await {
-            Ok(Some(Ok(event))) => Some(event),
-            Ok(Some(Err(_))) | Ok(None) | Err(_) => None,
-        }
-    }
-
-    /// True when the server ends the stream within `secs`.
-    pub async fn ends_within(&mut self, secs: u64) -> bool {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.next()).await {
-                Ok(None) | Ok(Some(Err(_))) => return true,
-                Ok(Some(Ok(_))) => continue,
-                Err(_) => return false,
-            }
-        }
-    }
-}
-
-impl SseClient {
-    /// The next event, or `None` when the server ends the stream cleanly
-    /// within `secs`; a transport error or a timeout panics. Lets a test tell
-    /// a clean end (resume with `Last-Event-ID`) from a broken connection.
-    pub async fn next_or_end(&mut self, secs: u64) -> Option<Event> {
-        match tokio::time::timeout(Duration::from_secs(secs), self.events.next()).await {
-            Ok(Some(Ok(event))) => Some(event),
-            Ok(Some(Err(err))) => panic!("stream error: {err}"),
-            Ok(None) => None,
-            Err(_) => panic!("neither an event nor the end within {secs} s"),
-        }
+        // Then `db` drops, and with it the database.
     }
 }
 
@@ -335,7 +248,7 @@ pub async fn assert_api_error(res: Response, status: StatusCode, code: &str) -> 
 impl TestApp {
     /// A fresh `/events` stream of `user`, past its `connected` event, with
     /// that event's `id:` (the user's position when the stream opened).
-    pub async fn stream_connected(&self, user: &TestUser) -> (SseClient, String) {
+    pub async fn stream_connected(&self, user: &User) -> (Sse, String) {
         let mut stream = self.stream(&user.token, "").await;
         assert_eq!(stream.status, StatusCode::OK, "stream of {}", user.email);
         let (connected, _) = stream.expect("connected").await;
@@ -352,17 +265,19 @@ impl TestApp {
     /// database and folder, on either backend.
     pub async fn restart_with(mut self, configure: impl FnOnce(&mut Config)) -> TestApp {
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        // Taking the URL also keeps `Drop` from dropping a PostgreSQL database.
-        let database_url = std::mem::take(&mut self.database_url);
+        // The new app takes the database over: it outlives the old one.
+        let db = self.db.take();
         self.stop().await;
         drop(self);
         let mut config = test_config(&dir);
-        if crate::pg::server_url().is_some() {
-            config.database_url = database_url;
+        if let Some(db) = &db {
+            config.database_url = db.url.clone();
             config.db_pool = 3;
         }
         configure(&mut config);
-        start(config, dir).await
+        let mut app = start(config, dir).await;
+        app.db = db;
+        app
     }
 }
 

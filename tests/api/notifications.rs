@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_api_error, spawn_app, SseClient, TestApp, TestUser};
+use crate::helpers::{assert_api_error, spawn_app, Sse, TestApp, User};
 
 const NOTIFICATION_FIELDS: [&str; 8] = [
     "id",
@@ -23,7 +23,7 @@ const NOTIFICATION_FIELDS: [&str; 8] = [
 ];
 
 /// `GET /api/notifications<query>` as `user`; the 200 body.
-async fn list(app: &TestApp, user: &TestUser, query: &str) -> Value {
+async fn list(app: &TestApp, user: &User, query: &str) -> Value {
     let res = app
         .get(&format!("/api/notifications{query}"), &user.token)
         .await;
@@ -50,13 +50,13 @@ fn find<'a>(page: &'a Value, title: &str) -> Option<&'a Value> {
 }
 
 /// `POST /api/admin/notifications` as `admin`.
-async fn send(app: &TestApp, admin: &TestUser, body: Value) -> Response {
+async fn send(app: &TestApp, admin: &User, body: Value) -> Response {
     app.post("/api/admin/notifications", &admin.token, body)
         .await
 }
 
 /// A notification with a unique title for `user`, sent by `admin`; the title.
-async fn notify(app: &TestApp, admin: &TestUser, user: &TestUser, title: &str) -> String {
+async fn notify(app: &TestApp, admin: &User, user: &User, title: &str) -> String {
     let title = format!("{title} {}", uuid::Uuid::new_v4().simple());
     let res = send(
         app,
@@ -69,7 +69,7 @@ async fn notify(app: &TestApp, admin: &TestUser, user: &TestUser, title: &str) -
 }
 
 /// The id of `user`'s listed notification titled `title`.
-async fn id_of(app: &TestApp, user: &TestUser, title: &str) -> String {
+async fn id_of(app: &TestApp, user: &User, title: &str) -> String {
     let page = list(app, user, "").await;
     find(&page, title).unwrap_or_else(|| panic!("{title:?} is listed for {}: {page}", user.email))
         ["id"]
@@ -78,7 +78,7 @@ async fn id_of(app: &TestApp, user: &TestUser, title: &str) -> String {
         .to_owned()
 }
 
-async fn mark_read(app: &TestApp, user: &TestUser, id: &str) -> Response {
+async fn mark_read(app: &TestApp, user: &User, id: &str) -> Response {
     app.post(
         &format!("/api/notifications/{id}/read"),
         &user.token,
@@ -88,15 +88,15 @@ async fn mark_read(app: &TestApp, user: &TestUser, id: &str) -> Response {
 }
 
 /// The next event on `stream` is a `notification`; its data.
-async fn next_notification(stream: &mut SseClient) -> Value {
+async fn next_notification(stream: &mut Sse) -> Value {
     stream.expect("notification").await.1
 }
 
 /// Asserts `stream` sends nothing more for a moment (a duplicate or a leak
 /// would show up here).
-async fn assert_quiet(stream: &mut SseClient, who: &str) {
-    if let Some(event) = stream.quiet_for(300).await {
-        panic!("{who} got an unexpected event: {event:?}");
+async fn assert_quiet(stream: &mut Sse, who: &str) {
+    if let Some(next) = stream.quiet_for(Duration::from_millis(300)).await {
+        panic!("{who} got an unexpected {next:?}");
     }
 }
 
@@ -360,7 +360,7 @@ async fn the_list_carries_the_event_cursor_to_resume_from_without_gap_or_duplica
 
 // --- broadcasts -------------------------------------------------------------
 
-async fn broadcast(app: &TestApp, admin: &TestUser, title: &str) -> String {
+async fn broadcast(app: &TestApp, admin: &User, title: &str) -> String {
     let title = format!("{title} {}", uuid::Uuid::new_v4().simple());
     let res = send(
         app,

@@ -1,47 +1,35 @@
 //! The real binary as operators run it: configuration from the environment,
 //! SIGTERM, what reaches its logs, and a restart on the same database file.
 
-use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
+use serde_json::json;
 
-use crate::helpers::SseClient;
+use crate::helpers::Sse;
+use crate::kit::http;
+use crate::kit::process::Process;
 
-/// `earntrack` running as a child process, its stdout and stderr captured.
+/// `earntrack` running as a child process (`crate::kit::process`), with a
+/// client for it.
 struct Server {
-    child: Child,
-    addr: SocketAddr,
+    process: Process,
     client: reqwest::Client,
-    output: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+impl Deref for Server {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
+    }
 }
 
-fn capture(
-    pipe: impl AsyncRead + Unpin + Send + 'static,
-    output: Arc<Mutex<String>>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut output = output.lock().unwrap();
-            output.push_str(&line);
-            output.push('\n');
-        }
-    })
+impl DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
+    }
 }
 
 impl Server {
@@ -52,96 +40,28 @@ impl Server {
     }
 
     async fn start_logging(db: &Path, jwt_secret: Option<&str>, rust_log: &str) -> Server {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_earntrack"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("EARNTRACK_")
-                || ["DATABASE_URL", "JWT_SECRET", "RUST_LOG"].contains(&key.as_str())
-            {
-                command.env_remove(key);
-            }
-        }
-        command
-            .env("EARNTRACK_ADDR", addr.to_string())
-            .env("DATABASE_URL", format!("sqlite://{}", db.display()))
-            .env("RUST_LOG", rust_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(secret) = jwt_secret {
-            command.env("JWT_SECRET", secret);
-        }
-        let mut child = command.spawn().expect("the earntrack binary starts");
-        let output = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            capture(child.stdout.take().unwrap(), output.clone()),
-            capture(child.stderr.take().unwrap(), output.clone()),
+        let database_url = format!("sqlite://{}", db.display());
+        let mut env = vec![
+            ("DATABASE_URL", database_url.as_str()),
+            ("RUST_LOG", rust_log),
         ];
+        if let Some(secret) = jwt_secret {
+            env.push(("JWT_SECRET", secret));
+        }
+        let process = Process::start("earntrack", &env).await;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(35))
             .build()
             .unwrap();
-        let mut server = Server {
-            child,
-            addr,
-            client,
-            output,
-            readers,
-        };
-        server.wait_ready().await;
-        server
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(res) = self.client.get(self.url("/readyz")).send().await {
-                if res.status() == StatusCode::OK {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "earntrack exited with {status} before ready:\n{}",
-                    self.output()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not ready within 20 s:\n{}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
+        Server { process, client }
     }
 
     async fn register(&self) -> (String, String) {
-        let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
-        let res = self
-            .client
-            .post(self.url("/api/auth/register"))
-            .json(&json!({"email": email, "password": "correct horse"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::CREATED);
-        let body: Value = res.json().await.unwrap();
-        (
-            body["user"]["id"].as_str().unwrap().to_owned(),
-            body["token"].as_str().unwrap().to_owned(),
-        )
+        let user = http::user(&self.client, &self.url("")).await;
+        (user.id, user.token)
     }
 
-    async fn stream(&self, token: &str) -> SseClient {
+    async fn stream(&self, token: &str) -> Sse {
         let res = self
             .client
             .get(self.url("/events"))
@@ -149,35 +69,14 @@ impl Server {
             .send()
             .await
             .unwrap();
-        let mut stream = SseClient::new(res);
+        let mut stream = Sse::new(res);
         assert_eq!(stream.status, StatusCode::OK);
         stream.expect("connected").await;
         stream
     }
 
-    fn sigterm(&self) {
+    fn sigterm(&mut self) {
         self.signal("TERM");
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("still running").to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the exit, then for the pipes to be drained.
-    async fn exits_within(&mut self, within: Duration) -> ExitStatus {
-        let status = match tokio::time::timeout(within, self.child.wait()).await {
-            Ok(status) => status.unwrap(),
-            Err(_) => panic!("still running after {within:?}:\n{}", self.output()),
-        };
-        for reader in self.readers.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
-        }
-        status
     }
 }
 
@@ -207,7 +106,7 @@ async fn sigterm_or_sigint_ends_streams_cleanly_answers_long_polls_and_exits_zer
         for stream in &mut streams {
             // `next_or_end` panics on a transport error: the end must be clean.
             assert!(
-                stream.next_or_end(2).await.is_none(),
+                stream.next_or_end(Duration::from_secs(2)).await.is_none(),
                 "a stream carried on after SIG{signal}"
             );
         }
@@ -300,7 +199,7 @@ async fn no_token_value_reaches_the_logs_wherever_the_token_came_from() {
         .send()
         .await
         .unwrap();
-    let mut stream = SseClient::new(res);
+    let mut stream = Sse::new(res);
     stream.expect("connected").await;
     drop(stream);
     server.sigterm();
@@ -370,7 +269,7 @@ async fn tokens_survive_a_restart_on_the_same_database_without_jwt_secret() {
         .send()
         .await
         .unwrap();
-    let mut stream = SseClient::new(res);
+    let mut stream = Sse::new(res);
     assert_eq!(stream.status, StatusCode::OK);
     let (_, hello) = stream.expect("connected").await;
     assert_eq!(hello["userId"], id.as_str());

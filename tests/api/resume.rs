@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use earntrack::Config;
 
-use crate::helpers::{spawn_app, spawn_app_with, SseClient, TestApp, TestUser};
+use crate::helpers::{spawn_app, spawn_app_with, Sse, TestApp, User};
 
 fn data(event: &Event) -> Value {
     let envelope: Value =
@@ -23,7 +23,7 @@ fn data(event: &Event) -> Value {
 }
 
 /// A fresh stream and the id of its `connected` event (the current position).
-async fn fresh_stream(app: &TestApp, user: &TestUser) -> (SseClient, String) {
+async fn fresh_stream(app: &TestApp, user: &User) -> (Sse, String) {
     let mut stream = app.stream(&user.token, "").await;
     assert_eq!(stream.status, StatusCode::OK);
     let (connected, _) = stream.expect("connected").await;
@@ -32,7 +32,7 @@ async fn fresh_stream(app: &TestApp, user: &TestUser) -> (SseClient, String) {
 }
 
 /// Asserts the stream opened as a resume: `connected` without an `id:`.
-async fn expect_resumed(stream: &mut SseClient) {
+async fn expect_resumed(stream: &mut Sse) {
     assert_eq!(stream.status, StatusCode::OK);
     let (connected, _) = stream.expect("connected").await;
     assert!(
@@ -44,7 +44,7 @@ async fn expect_resumed(stream: &mut SseClient) {
 
 /// Publishes a marker (a new platform) and asserts it is the very next event:
 /// nothing was left over (no duplicate, nothing unexpected) before it.
-async fn expect_nothing_before_a_marker(app: &TestApp, user: &TestUser, stream: &mut SseClient) {
+async fn expect_nothing_before_a_marker(app: &TestApp, user: &User, stream: &mut Sse) {
     let marker = app
         .platform(user, &format!("marker-{}", uuid::Uuid::new_v4().simple()))
         .await;
@@ -56,7 +56,7 @@ async fn expect_nothing_before_a_marker(app: &TestApp, user: &TestUser, stream: 
 }
 
 /// The earnings:new + notification pair of `earning`, in this order.
-async fn expect_created(stream: &mut SseClient, earning: &Value) -> String {
+async fn expect_created(stream: &mut Sse, earning: &Value) -> String {
     let (_, data) = stream.expect("earnings:new").await;
     assert_eq!(data["id"], earning["id"]);
     let (frame, note) = stream.expect("notification").await;
@@ -65,7 +65,7 @@ async fn expect_created(stream: &mut SseClient, earning: &Value) -> String {
 }
 
 /// The `EarnTrack-Event-Cursor` of the user's earnings list.
-async fn list_cursor(app: &TestApp, user: &TestUser) -> String {
+async fn list_cursor(app: &TestApp, user: &User) -> String {
     let res = app.get("/api/earnings", &user.token).await;
     assert_eq!(res.status(), StatusCode::OK);
     let cursor = res
@@ -75,7 +75,7 @@ async fn list_cursor(app: &TestApp, user: &TestUser) -> String {
     cursor.to_str().unwrap().to_owned()
 }
 
-async fn poll(app: &TestApp, user: &TestUser, query: &str) -> (StatusCode, Value, Duration) {
+async fn poll(app: &TestApp, user: &User, query: &str) -> (StatusCode, Value, Duration) {
     let started = Instant::now();
     let res = app.get(&format!("/events/poll{query}"), &user.token).await;
     let status = res.status();
@@ -159,7 +159,7 @@ async fn last_event_id_header_wins_over_the_query_parameter() {
         .send()
         .await
         .unwrap();
-    let mut stream = SseClient::new(res);
+    let mut stream = Sse::new(res);
 
     expect_resumed(&mut stream).await;
     expect_created(&mut stream, &missed).await;
@@ -523,7 +523,7 @@ async fn a_lagging_subscriber_catches_up_without_losing_or_repeating_events() {
     let mut seen = Vec::new();
     let mut last_id = String::new();
     while (seen.len() as u64) < total {
-        match stream.next_or_end(10).await {
+        match stream.next_or_end(Duration::from_secs(10)).await {
             Some(event) if event.event == "test:n" => {
                 seen.push(data(&event)["n"].as_u64().unwrap());
                 last_id = event.id;
@@ -572,7 +572,7 @@ pub(crate) fn socket_buffers_bytes() -> usize {
 
 /// An `/events` stream over a raw socket that reads nothing until the test
 /// polls it (HTTP/1.0, so the body is plain SSE and no client buffers it).
-async fn stalled_stream(app: &TestApp, user: &TestUser) -> SseClient {
+async fn stalled_stream(app: &TestApp, user: &User) -> Sse {
     let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let request = format!(
         "GET /events HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
@@ -606,7 +606,7 @@ async fn stalled_stream(app: &TestApp, user: &TestUser) -> SseClient {
         .status(200)
         .body(reqwest::Body::wrap_stream(body))
         .unwrap();
-    SseClient::new(reqwest::Response::from(response))
+    Sse::new(reqwest::Response::from(response))
 }
 
 async fn replayed_total(app: &TestApp) -> f64 {
@@ -687,7 +687,7 @@ async fn a_reader_that_keeps_reconnecting_sees_every_event_of_concurrent_writers
                     reconnects += 1;
                     until_reconnect = rng.gen_range(5..35);
                 }
-                match stream.next_or_end(5).await {
+                match stream.next_or_end(Duration::from_secs(5)).await {
                     Some(event) => {
                         assert!(!event.id.is_empty(), "{event:?}");
                         last_id = event.id.clone();

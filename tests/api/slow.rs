@@ -7,10 +7,10 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{spawn_app_with, TestApp, TestUser};
+use crate::helpers::{spawn_app_with, TestApp, User};
 use crate::resume::{socket_buffers_bytes, PAD};
 
-async fn streams_of(app: &TestApp, admin: &TestUser, user: &TestUser) -> u64 {
+async fn streams_of(app: &TestApp, admin: &User, user: &User) -> u64 {
     let res = app
         .get(
             &format!("/api/admin/users/{}/connections", user.id),

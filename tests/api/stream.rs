@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{spawn_app, spawn_app_with, SseClient, TestApp, TestUser};
+use crate::helpers::{spawn_app, spawn_app_with, Sse, TestApp, User};
 
 /// The envelope `{event, timestamp, data}` of a frame.
 fn envelope(event: &Event) -> Value {
@@ -86,7 +86,7 @@ async fn read_socket_until(socket: &mut TcpStream, raw: &mut Vec<u8>, needle: &s
 }
 
 /// An open stream with its `connected` event read.
-async fn connected_stream(app: &TestApp, user: &TestUser, query: &str) -> SseClient {
+async fn connected_stream(app: &TestApp, user: &User, query: &str) -> Sse {
     let mut stream = app.stream(&user.token, query).await;
     assert_eq!(stream.status, StatusCode::OK);
     stream.expect("connected").await;
@@ -115,7 +115,7 @@ async fn stream_answers_200_as_an_unbuffered_event_stream_without_content_length
         .send()
         .await
         .unwrap();
-    let stream = SseClient::new(res);
+    let stream = Sse::new(res);
 
     assert_eq!(stream.status, StatusCode::OK);
     let content_type = stream.headers[header::CONTENT_TYPE].to_str().unwrap();
@@ -136,7 +136,7 @@ async fn stream_first_event_is_connected_with_connection_and_user_in_the_envelop
     let alice = app.user().await;
 
     let mut stream = app.stream(&alice.token, "").await;
-    let first = stream.next().await;
+    let first = stream.event().await;
 
     assert_eq!(first.event, "connected");
     assert!(
@@ -269,7 +269,7 @@ async fn a_patch_that_changes_nothing_publishes_nothing() {
     assert_eq!(res.status(), StatusCode::OK);
 
     assert!(
-        stream.quiet_for(500).await.is_none(),
+        stream.quiet_for(Duration::from_millis(500)).await.is_none(),
         "a no-op PATCH published something"
     );
     // The stream is alive: the next real change is the next event.
@@ -365,7 +365,7 @@ async fn a_users_stream_never_sees_another_users_events() {
 
     let (_, data) = bobs.expect("platforms:new").await;
     assert_eq!(data, bobs_platform);
-    assert!(bobs.quiet_for(300).await.is_none());
+    assert!(bobs.quiet_for(Duration::from_millis(300)).await.is_none());
 }
 
 #[tokio::test]
@@ -383,7 +383,7 @@ async fn two_streams_of_one_user_both_receive_every_event_in_the_same_order() {
     let mut seen = [Vec::new(), Vec::new()];
     for (tab, seen) in [&mut tab1, &mut tab2].into_iter().zip(seen.iter_mut()) {
         for _ in 0..7 {
-            let event = tab.next().await;
+            let event = tab.event().await;
             seen.push((event.event.clone(), envelope(&event)["data"].clone()));
         }
     }
@@ -591,7 +591,7 @@ async fn a_stream_whose_token_expires_gets_auth_expired_and_ends() {
     let alice = app.user().await;
     let mut stream = connected_stream(&app, &alice, "").await;
 
-    let expired = stream.next_within(4).await;
+    let expired = stream.event_within(Duration::from_secs(4)).await;
 
     assert_eq!(expired.event, "auth:expired");
     // `exp` is whole seconds, 2 s after an `iat` rounded down: never before 1 s.
@@ -602,7 +602,7 @@ async fn a_stream_whose_token_expires_gets_auth_expired_and_ends() {
     );
     assert_eq!(envelope(&expired)["event"], "auth:expired");
     assert!(
-        stream.next_or_end(1).await.is_none(),
+        stream.next_or_end(Duration::from_secs(1)).await.is_none(),
         "the stream goes on after auth:expired"
     );
 }
@@ -618,7 +618,7 @@ async fn events_takes_the_token_from_the_access_token_query_parameter() {
         .send()
         .await
         .unwrap();
-    let mut stream = SseClient::new(res);
+    let mut stream = Sse::new(res);
 
     assert_eq!(stream.status, StatusCode::OK);
     let (_, hello) = stream.expect("connected").await;
@@ -637,7 +637,7 @@ async fn events_takes_the_token_from_the_cookie() {
         .send()
         .await
         .unwrap();
-    let mut stream = SseClient::new(res);
+    let mut stream = Sse::new(res);
 
     assert_eq!(stream.status, StatusCode::OK);
     let (_, hello) = stream.expect("connected").await;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use reqwest::{Method, StatusCode};
 
+use crate::kit::sse::Next;
 use crate::server::{Api, Cluster, User};
-use crate::sse::Next;
 use crate::traffic::eventually;
 
 /// `user`'s streams as `api` counts them in `GET /api/admin/connections`
@@ -100,7 +100,7 @@ async fn force_disconnect_through_any_server_ends_the_users_streams_on_every_ser
     }))
     .await;
     let slowest = ends.iter().map(|(_, after)| *after).max();
-    crate::report(&format!(
+    crate::kit::report(&format!(
         "force-disconnect: the last stream ended {slowest:?} after the answer"
     ));
     for ((end, after), on) in ends.into_iter().zip(["A", "B", "B"]) {
@@ -135,7 +135,7 @@ async fn a_killed_servers_streams_drop_out_of_the_counts_within_30_seconds() {
 
     // Polled for 35 s so that a late drop-out shows how late it was.
     let after = wait_counted(&c, &admin, &user, 1, Duration::from_secs(35)).await;
-    crate::report(&format!(
+    crate::kit::report(&format!(
         "the killed server's streams dropped out after {after:?}"
     ));
     assert!(

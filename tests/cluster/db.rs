@@ -1,50 +1,9 @@
-//! A PostgreSQL database per test. NOTIFY channels are per database, so a
-//! database of its own keeps a test's cluster from hearing any other.
+//! The cluster's own look at a test database (`crate::kit::pg::TestDb`):
+//! its listeners, as PostgreSQL sees them, and a way to cut one off.
 
-use std::time::Duration;
-
-use sqlx::{Connection, Executor, PgConnection};
-
-/// The server the suite runs on, from `POSTGRES_URL`.
-pub fn server_url() -> Option<String> {
-    std::env::var("POSTGRES_URL").ok().filter(|u| !u.is_empty())
-}
-
-/// `earntrack_cluster_<uuid>`, dropped (forcibly) when this guard goes, also
-/// when the test panics.
-pub struct TestDb {
-    server: String,
-    pub name: String,
-    pub url: String,
-}
+use crate::kit::pg::TestDb;
 
 impl TestDb {
-    pub async fn create(server: &str) -> TestDb {
-        let name = format!("earntrack_cluster_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(server)
-            .await
-            .expect("connect to POSTGRES_URL");
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .expect("create the test database");
-        let (base, _) = server
-            .rsplit_once('/')
-            .expect("POSTGRES_URL names a database");
-        TestDb {
-            server: server.to_owned(),
-            url: format!("{base}/{name}"),
-            name,
-        }
-    }
-
-    /// A connection to the server's own database, to look at this one from
-    /// outside (`pg_stat_activity`).
-    pub async fn observer(&self) -> PgConnection {
-        PgConnection::connect(&self.server)
-            .await
-            .expect("connect to POSTGRES_URL")
-    }
-
     /// The `application_name`s of the cluster listeners connected to this
     /// database, with their backend pids.
     pub async fn listeners(&self) -> Vec<(String, i32)> {
@@ -72,36 +31,5 @@ impl TestDb {
         .await
         .expect("pg_terminate_backend");
         killed.iter().filter(|(done,)| *done).count()
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // Drop runs inside the test's runtime (or while it unwinds), where we
-        // cannot block on it: a thread with a runtime of its own does the work.
-        let (server, name) = (self.server.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            rt.block_on(async move {
-                let drop = async {
-                    let mut conn = PgConnection::connect(&server).await.ok()?;
-                    conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                        .await
-                        .ok()
-                };
-                if tokio::time::timeout(Duration::from_secs(10), drop)
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_none()
-                {
-                    eprintln!("could not drop test database {name}");
-                }
-            });
-        })
-        .join();
     }
 }

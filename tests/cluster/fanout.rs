@@ -7,8 +7,8 @@ use futures_util::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+use crate::kit::sse::data;
 use crate::server::Cluster;
-use crate::sse::data;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_earning_created_on_one_server_reaches_streams_on_every_server_as_the_same_frame() {
@@ -59,7 +59,7 @@ async fn an_earning_created_on_one_server_reaches_streams_on_every_server_as_the
     }
 
     remote.sort();
-    crate::report(&format!(
+    crate::kit::report(&format!(
         "cross-server latency (POST to A sent -> earnings:new on B/C), {} samples: \
          min {:?}, median {:?}, max {:?}",
         remote.len(),

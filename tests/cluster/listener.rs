@@ -61,7 +61,7 @@ async fn a_server_whose_listener_is_terminated_mid_burst_still_delivers_every_ev
         },
     )
     .await;
-    crate::report(&format!(
+    crate::kit::report(&format!(
         "B's listener: pid {:?} terminated, pid {} connected; all delivered {:?} after the cut",
         old_pid.map(|l| l.1),
         new_pid.1,

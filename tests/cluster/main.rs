@@ -4,19 +4,23 @@
 //! the admin views and the per-user stream limit cover every server, and a
 //! server that dies, stops, or loses its listener costs clients nothing.
 //!
-//! Needs `POSTGRES_URL` (a server where it may create databases); each test
-//! prints `skipped: POSTGRES_URL unset` and passes without it.
+//! Needs `POSTGRES_URL` (a server where it may create databases). Without
+//! it each test fails in CI (`CI` set) and elsewhere prints
+//! `skipped: POSTGRES_URL unset (<test>)` and passes.
 //!
-//! - `db`: a database per test, dropped even when the test panics.
-//! - `server`: the processes (`Cluster`, `Server`) and their HTTP face (`Api`).
-//! - `sse`: a real SSE parser over a real socket.
+//! - `kit` (shared with `tests/api`): a database per test, dropped even when
+//!   the test panics; the `earntrack` process; accounts; a real SSE parser
+//!   over a real socket.
+//! - `db`: the cluster's listeners as PostgreSQL sees them.
+//! - `server`: the cluster (`Cluster`, `Server`) and a server's HTTP face
+//!   (`Api`).
 //! - `traffic`: writers, clients that resume elsewhere, bounded waiting.
 
-use std::io::Write;
+#[path = "../kit/mod.rs"]
+mod kit;
 
 mod db;
 mod server;
-mod sse;
 mod traffic;
 
 mod admin;
@@ -24,9 +28,3 @@ mod failover;
 mod fanout;
 mod listener;
 mod resume;
-
-/// A line on the process's stderr, past the test harness's capture, so that
-/// skips and measurements show in every run.
-pub fn report(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}

@@ -11,8 +11,8 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::Value;
 
+use crate::kit::sse::{data, Next, Sse};
 use crate::server::{Api, Cluster, User};
-use crate::sse::{data, identity, Next, Sse};
 use crate::traffic::assert_burst;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,7 +222,7 @@ async fn a_reader_hopping_between_servers_sees_every_event_of_concurrent_writers
         .expect("the reader finishes")
         .expect("the reader does not panic");
 
-    crate::report(&format!(
+    crate::kit::report(&format!(
         "the reader read {} events from {} ({} reconnects, {} while writers wrote)",
         hops.events.len(),
         hops.visited.concat(),
@@ -269,4 +269,16 @@ fn notes(event: &str, data: &Value) -> Option<String> {
         _ => return None,
     };
     Some(notes.as_str().expect("notes").to_owned())
+}
+
+/// What identifies an event whatever server or connection delivered it, to
+/// count deliveries: the earning (and its version), or the notification.
+pub fn identity(event: &Event) -> String {
+    let data = data(event);
+    match event.event.as_str() {
+        "earnings:new" | "earnings:deleted" => format!("{} {}", event.event, data["id"]),
+        "earnings:updated" => format!("{} {} {}", event.event, data["id"], data["updatedAt"]),
+        "notification" => format!("notification {}", data["id"]),
+        _ => format!("{} {}", event.event, event.data),
+    }
 }

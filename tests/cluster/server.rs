@@ -4,39 +4,33 @@
 //!   that was free a moment ago, and waits for `/readyz` 200 (which, in a
 //!   cluster, means its listener is connected). Starting them in turn also
 //!   tells us which `earntrack-listener-*` connection belongs to which one.
-//! - Output goes to files in a temporary folder and is printed when a test
-//!   fails. Servers are killed (SIGKILL) when the cluster goes; before the
-//!   database, so they are not left retrying it.
+//! - Each is a `crate::kit::process::Process`: its output is captured and
+//!   printed when a test fails. Servers are killed (SIGKILL) when the
+//!   cluster goes; before the database, so they are not left retrying it.
 //! - At most `PARALLEL` clusters run at once: every server holds a few
 //!   connections of a PostgreSQL with 100 in all, and tests that measure
 //!   latency should not fight over two CPUs with ten others.
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
-use tempfile::TempDir;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::db::{server_url, TestDb};
-use crate::sse::Sse;
+use crate::kit::http;
+pub use crate::kit::http::User;
+use crate::kit::pg::{self, TestDb};
+use crate::kit::process::Process;
+use crate::kit::sse::Sse;
 
 const PARALLEL: usize = 2;
 static SLOTS: Semaphore = Semaphore::const_new(PARALLEL);
 
 /// How a REST call may take at most (streams have no overall timeout).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Clone, Debug)]
-pub struct User {
-    pub id: String,
-    pub token: String,
-}
 
 /// The HTTP face of one server; cheap to clone into tasks.
 #[derive(Clone)]
@@ -90,31 +84,13 @@ impl Api {
             .await
     }
 
-    pub async fn register(&self, email: &str) -> User {
-        let res = self
-            .send(
-                self.client
-                    .post(self.url("/api/auth/register"))
-                    .timeout(REQUEST_TIMEOUT)
-                    .json(&json!({"email": email, "password": "correct horse"})),
-            )
-            .await;
-        assert_eq!(res.status(), StatusCode::CREATED, "register {email}");
-        let body: Value = res.json().await.expect("a JSON body");
-        User {
-            id: body["user"]["id"].as_str().expect("user.id").to_owned(),
-            token: body["token"].as_str().expect("token").to_owned(),
-        }
-    }
-
     /// A new user with a random email.
     pub async fn user(&self) -> User {
-        let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
-        self.register(&email).await
+        http::user(&self.client, &self.url("")).await
     }
 
     pub async fn admin(&self) -> User {
-        self.register("admin@example.com").await
+        http::admin(&self.client, &self.url("")).await
     }
 
     /// A platform of `user`'s, its id. (It publishes `platforms:new`: make
@@ -219,11 +195,10 @@ impl Api {
     }
 }
 
-/// One `earntrack` process.
+/// One `earntrack` process of the cluster.
 pub struct Server {
     api: Api,
-    child: Child,
-    log: PathBuf,
+    process: Process,
     /// The `application_name` of its cluster listener connection.
     pub listener: String,
 }
@@ -240,65 +215,23 @@ impl Server {
         self.api.clone()
     }
 
-    fn signal(&mut self, signal: &str) {
-        if self.child.try_wait().expect("try_wait").is_some() {
-            return; // already gone (and reaped: its pid may be someone else's)
-        }
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {pid}");
-    }
-
     /// SIGKILL: gone at once, no goodbye to its clients or to the cluster.
     pub fn kill(&mut self) {
-        self.signal("-KILL");
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// SIGTERM: the clean stop.
     pub fn terminate(&mut self) {
-        self.signal("-TERM");
+        self.process.signal("TERM");
     }
 
     /// The exit status, or a panic when it still runs after `within`.
     pub async fn exits_within(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server {} still runs {within:?} after the signal",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.process.exits_within(within).await
     }
 
     pub fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if self.readyz().await == Some(StatusCode::OK) {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("server {} exited with {status} before ready", self.name);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server {} not ready within 30 s",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        self.process.output()
     }
 }
 
@@ -307,22 +240,17 @@ pub struct Cluster {
     // Fields drop in this order: servers first, then the database.
     pub servers: Vec<Server>,
     pub db: TestDb,
-    dir: TempDir,
     _slot: SemaphorePermit<'static>,
 }
 
 impl Cluster {
     /// `n` servers with the suite's environment plus `env`; `None` (after
-    /// saying so) when `POSTGRES_URL` is unset.
+    /// saying so) when `POSTGRES_URL` is unset outside CI
+    /// (`crate::kit::pg::required_url`).
     pub async fn start(n: usize, env: &[(&str, &str)]) -> Option<Cluster> {
-        let Some(postgres) = server_url() else {
-            let test = std::thread::current().name().unwrap_or("?").to_owned();
-            crate::report(&format!("skipped: POSTGRES_URL unset ({test})"));
-            return None;
-        };
+        let postgres = pg::required_url()?;
         let slot = SLOTS.acquire().await.expect("the semaphore stays open");
         let db = TestDb::create(&postgres).await;
-        let dir = tempfile::tempdir().expect("a temporary folder");
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
@@ -330,25 +258,19 @@ impl Cluster {
         let mut cluster = Cluster {
             servers: Vec::new(),
             db,
-            dir,
             _slot: slot,
         };
         for name in ["A", "B", "C", "D"].into_iter().take(n) {
-            let log = cluster.dir.path().join(format!("server-{name}.log"));
-            let (child, addr) = spawn(&cluster.db.url, &log, env);
-            // In the cluster before it is ready, so a failure kills it too.
+            let process = Process::start(name, &server_env(&cluster.db.url, env)).await;
             cluster.servers.push(Server {
                 api: Api {
                     name,
-                    addr,
+                    addr: process.addr,
                     client: client.clone(),
                 },
-                child,
-                log,
+                process,
                 listener: String::new(),
             });
-            let server = cluster.servers.last_mut().expect("just pushed");
-            server.wait_ready().await;
             // Ready means its listener is connected: the one we do not know
             // yet is its own.
             let known: Vec<String> = cluster.servers.iter().map(|s| s.listener.clone()).collect();
@@ -386,39 +308,16 @@ impl Drop for Cluster {
     }
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("an address").port()
-}
-
-fn spawn(database_url: &str, log: &PathBuf, env: &[(&str, &str)]) -> (Child, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .expect("an address");
-    let out = File::create(log).expect("create the log file");
-    let err = out.try_clone().expect("clone the log file");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_earntrack"));
-    // Only what we set here: nothing from the developer's environment.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("EARNTRACK_")
-            || ["DATABASE_URL", "JWT_SECRET", "RUST_LOG"].contains(&key.as_str())
-        {
-            command.env_remove(key);
-        }
-    }
-    command
-        .env("EARNTRACK_ADDR", addr.to_string())
-        .env("DATABASE_URL", database_url)
-        .env("JWT_SECRET", "cluster-secret")
-        .env("EARNTRACK_ADMIN_EMAILS", "admin@example.com")
-        .env("EARNTRACK_DB_POOL", "3")
-        .env("EARNTRACK_RATE_LIMIT_PER_MIN", "0")
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    let child = command.spawn().expect("the earntrack binary starts");
-    (child, addr)
+/// What every server of a cluster runs with, then the test's `env`.
+fn server_env<'a>(database_url: &'a str, env: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = vec![
+        ("DATABASE_URL", database_url),
+        ("JWT_SECRET", "cluster-secret"),
+        ("EARNTRACK_ADMIN_EMAILS", http::ADMIN_EMAIL),
+        ("EARNTRACK_DB_POOL", "3"),
+        ("EARNTRACK_RATE_LIMIT_PER_MIN", "0"),
+        ("RUST_LOG", "info"),
+    ];
+    all.extend_from_slice(env);
+    all
 }

@@ -10,8 +10,8 @@ use eventsource_stream::Event;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::kit::sse::{data, Next, Sse};
 use crate::server::{Api, User};
-use crate::sse::{data, Next, Sse};
 
 /// Poll `check` every 25 ms until it gives `Some`; panics after `within`.
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T

@@ -2,7 +2,7 @@
 # Property-based testing of the REST API with Schemathesis, against the
 # OpenAPI document the server itself serves (GET /api/openapi.json).
 #
-# Starts target/debug/earntrack (build it first: `cargo build --bins`) on a
+# Starts the debug earntrack binary (build it first: `cargo build --bins`) on a
 # free port with a throw-away SQLite database, registers a normal user and
 # an admin, gives each a platform and a few earnings (so generated requests
 # can name real rows, see write_config), then runs Schemathesis once per
@@ -22,7 +22,8 @@
 #   SCHEMATHESIS_WORKERS       concurrent workers (default 2)
 #   SCHEMATHESIS_CHECKS        checks (default: the five conformance checks above)
 #   SCHEMATHESIS_PHASES        phases (default examples,coverage,fuzzing,stateful)
-#   EARNTRACK_BIN              server binary (default target/debug/earntrack)
+#   EARNTRACK_BIN              server binary (default debug/earntrack in cargo's
+#                              target folder, which CARGO_TARGET_DIR may move)
 #   SCHEMATHESIS_REPORT_DIR    keep the JSON/JUnit reports and the server log here
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,7 +33,14 @@ here="$root/tests/schemathesis"
 seed="${SCHEMATHESIS_SEED:-20240115}"
 max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-30}"
 workers="${SCHEMATHESIS_WORKERS:-2}"
-bin="${EARNTRACK_BIN:-$root/target/debug/earntrack}"
+if [[ -z "${EARNTRACK_BIN:-}" ]]; then
+    # Where cargo puts its binaries (CARGO_TARGET_DIR or the build config may
+    # move them away from ./target); python3 because jq may be missing.
+    target_dir="$(cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    EARNTRACK_BIN="$target_dir/debug/earntrack"
+fi
+bin="$EARNTRACK_BIN"
 venv="$root/.venv"
 started=$SECONDS
 

@@ -1,12 +1,14 @@
 //! An SSE client over a real socket: reqwest's body through
-//! `eventsource-stream`, a real parser.
+//! `eventsource-stream`, a real parser (fields, comments, multi-line data,
+//! `id:` and `retry:` as the spec has them).
 
 use std::pin::Pin;
 use std::time::Duration;
 
 use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
-use reqwest::Response;
+use reqwest::header::HeaderMap;
+use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
 type Events = Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
@@ -22,17 +24,25 @@ pub enum Next {
 }
 
 pub struct Sse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
     events: Events,
 }
 
 impl Sse {
     pub fn new(res: Response) -> Sse {
+        let status = res.status();
+        let headers = res.headers().clone();
         let events = res
             .bytes_stream()
             .eventsource()
             .map(|r| r.map_err(|e| e.to_string()))
             .boxed();
-        Sse { events }
+        Sse {
+            status,
+            headers,
+            events,
+        }
     }
 
     /// The next thing that happens, however long it takes: wrap it in a
@@ -54,6 +64,7 @@ impl Sse {
         }
     }
 
+    /// The next event within 5 s; anything else panics.
     pub async fn event(&mut self) -> Event {
         self.event_within(Duration::from_secs(5)).await
     }
@@ -66,13 +77,40 @@ impl Sse {
         (event, data)
     }
 
-    /// `Some(event)` when one comes within `wait`.
+    /// Whatever came within `wait` (an event, the end, a failure), `None`
+    /// when the stream stayed quiet.
     pub async fn quiet_for(&mut self, wait: Duration) -> Option<Next> {
         tokio::time::timeout(wait, self.next()).await.ok()
     }
+
+    /// The next event, or `None` when the server ends the stream cleanly
+    /// within `wait`; a transport error or a timeout panics. Tells a clean
+    /// end (resume with `Last-Event-ID`) from a broken connection.
+    pub async fn next_or_end(&mut self, wait: Duration) -> Option<Event> {
+        match tokio::time::timeout(wait, self.next()).await {
+            Ok(Next::Event(event)) => Some(event),
+            Ok(Next::Ended) => None,
+            Ok(Next::Failed(err)) => panic!("stream error: {err}"),
+            Err(_) => panic!("neither an event nor the end within {wait:?}"),
+        }
+    }
+
+    /// True when the stream ends (cleanly or not) within `wait`, whatever
+    /// events come before.
+    pub async fn ends_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.next()).await {
+                Ok(Next::Ended | Next::Failed(_)) => return true,
+                Ok(Next::Event(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
 }
 
-/// The `data` of an event's envelope `{"event", "timestamp", "data"}`.
+/// The `data` of an event's envelope `{"event", "timestamp", "data"}`,
+/// asserting the envelope names the event.
 pub fn data(event: &Event) -> Value {
     let envelope: Value = serde_json::from_str(&event.data)
         .unwrap_or_else(|e| panic!("envelope of {event:?} is not JSON: {e}"));
@@ -82,16 +120,4 @@ pub fn data(event: &Event) -> Value {
         "envelope names its event"
     );
     envelope["data"].clone()
-}
-
-/// What identifies an event whatever server or connection delivered it, to
-/// count deliveries: the earning (and its version), or the notification.
-pub fn identity(event: &Event) -> String {
-    let data = data(event);
-    match event.event.as_str() {
-        "earnings:new" | "earnings:deleted" => format!("{} {}", event.event, data["id"]),
-        "earnings:updated" => format!("{} {} {}", event.event, data["id"], data["updatedAt"]),
-        "notification" => format!("notification {}", data["id"]),
-        _ => format!("{} {}", event.event, event.data),
-    }
 }
