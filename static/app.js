@@ -12,6 +12,7 @@
 import * as api from './js/api.js';
 import * as bus from './js/bus.js';
 import * as ui from './js/ui.js';
+import { EVENT } from './js/events.js';
 import { Store } from './js/state.js';
 import { Session } from './js/session.js';
 import { Stream } from './js/stream.js';
@@ -56,7 +57,7 @@ bus.on('login', (m) => {
 function handleEvent(name, data, id) {
   if (pending) {
     // A reset during a load means the load may already be stale: load again.
-    if (name === 'sync:reset') reloadRequested = true;
+    if (name === EVENT.SYNC_RESET) reloadRequested = true;
     else pending.push([name, data, id]);
     return;
   }
@@ -65,27 +66,27 @@ function handleEvent(name, data, id) {
 
 function applyEvent(name, data) {
   switch (name) {
-    case 'platforms:new':
+    case EVENT.PLATFORM_NEW:
       store.upsertPlatform(data);
       break;
-    case 'earnings:new':
+    case EVENT.EARNING_NEW:
       store.upsertEarning(data);
       break;
-    case 'earnings:updated':
+    case EVENT.EARNING_UPDATED:
       store.patchEarning(data ?? {});
       break;
-    case 'earnings:deleted':
+    case EVENT.EARNING_DELETED:
       if (data?.id) store.removeEarning(data.id);
       break;
-    case 'notification':
+    case EVENT.NOTIFICATION:
       // Only new ones pop up: a resume may replay what we already showed.
       if (store.addNotification(data)) ui.toast(data);
       break;
-    case 'notification:read':
+    case EVENT.NOTIFICATION_READ:
       store.markRead(data?.id);
       ui.dismissStickyToast(data?.id);
       break;
-    case 'sync:reset':
+    case EVENT.SYNC_RESET:
       // The server no longer holds our position: what we have may miss
       // events, so start over from a fresh load; the stream carries on live.
       load(generation);

@@ -15,22 +15,9 @@
 // retrying the stream now and then.
 
 import * as bus from './bus.js';
+import { EVENT, EVENT_NAMES } from './events.js';
 
 const LOCK = 'earntrack-stream-leader';
-
-// EventSource only dispatches named events to listeners registered by name.
-const EVENT_NAMES = [
-  'connected',
-  'sync:reset',
-  'auth:expired',
-  'platforms:new',
-  'earnings:new',
-  'earnings:updated',
-  'earnings:deleted',
-  'notification',
-  'notification:read',
-  'message',
-];
 
 // A buffering proxy holds the response back: neither `connected` nor an
 // error arrives. (An unreachable server errors every few seconds instead.)
@@ -260,12 +247,12 @@ export class Stream {
     // previous one, which is still the right place to resume from.
     const id = e.lastEventId || null;
     if (id) this.#cursor = id;
-    if (name === 'connected') {
+    if (name === EVENT.CONNECTED) {
       clearTimeout(this.#watchdog);
       this.#setState('live', 'stream');
     }
     this.#deliver(name, data, id);
-    if (name === 'auth:expired') this.#renewAuth();
+    if (name === EVENT.AUTH_EXPIRED) this.#renewAuth();
   }
 
   // The server ends a stream when the token it was opened with expires.
