@@ -10,6 +10,7 @@
 // Events that overlap the load are applied twice, which the store absorbs.
 
 import * as api from './js/api.js';
+import { backoff, sleep } from './js/backoff.js';
 import * as bus from './js/bus.js';
 import * as ui from './js/ui.js';
 import { EVENT } from './js/events.js';
@@ -23,6 +24,8 @@ import { initAdminView } from './js/admin-view.js';
 
 const MAX_EARNING_PAGES = 100;
 const MAX_UNREAD_PAGES = 10;
+// 2 s, 4 s, 8 s... up to 30 s between attempts to load the state.
+const LOAD_RETRY = { firstMs: 2000, maxMs: 30_000, jitter: false };
 
 const store = new Store();
 let session = null;
@@ -139,7 +142,7 @@ async function load(gen) {
     } catch (err) {
       if (gen !== generation || err.status === 401) return null;
       if (attempt === 1) ui.toast({ title: 'Could not load your data', message: `${err.message} Retrying…`, type: 'warning', duration: 6000 });
-      await new Promise((r) => setTimeout(r, Math.min(1000 * 2 ** attempt, 30_000)));
+      await sleep(backoff(attempt, LOAD_RETRY));
     }
   }
   if (gen !== generation) return null;

@@ -14,6 +14,7 @@
 // stream cannot be held open (a buffering proxy, the per-user stream limit),
 // retrying the stream now and then.
 
+import { backoff } from './backoff.js';
 import * as bus from './bus.js';
 import { EVENT, EVENT_NAMES } from './events.js';
 
@@ -32,12 +33,6 @@ const DROPS_BEFORE_FALLBACK = 3;
 const FAILURES_BEFORE_OFFLINE = 3;
 const STREAM_RETRY_MS = 60_000;
 const POLL_TIMEOUT_S = 25;
-
-/** Exponential back-off with jitter, so that many clients do not retry in step. */
-function backoff(failures) {
-  const base = Math.min(1000 * 2 ** Math.max(0, failures - 1), 10_000);
-  return Math.round(base * (0.75 + Math.random() * 0.5));
-}
 
 export class Stream {
   #onEvent;
