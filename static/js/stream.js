@@ -270,22 +270,15 @@ export class Stream {
     this.#poll();
   }
 
+  /** Polls until the transport changes; every failure backs off before the next request. */
   async #poll() {
     if (this.#stopped) return;
     const gen = this.#resetTransport();
     let failures = 0;
     while (gen === this.#gen) {
-      const ctrl = new AbortController();
-      this.#pollAbort = ctrl;
-      const q = new URLSearchParams({ timeout: String(POLL_TIMEOUT_S) });
-      if (this.#cursor) q.set('after', this.#cursor);
       let res;
       try {
-        res = await fetch(`/events/poll?${q}`, {
-          credentials: 'same-origin',
-          headers: { accept: 'application/json' },
-          signal: ctrl.signal,
-        });
+        res = await this.#requestPoll();
       } catch {
         if (gen !== this.#gen) return;
         failures += 1;
@@ -297,14 +290,7 @@ export class Stream {
 
       if (res.status === 401) {
         failures += 1;
-        this.#setState('reconnecting', 'poll');
-        let ok = true;
-        try {
-          ok = await this.#refreshAuth();
-        } catch {
-          // Unreachable now; the next poll finds out again.
-        }
-        if (!ok || gen !== this.#gen) return;
+        if (!(await this.#renewPollAuth(gen))) return;
         if (failures > 1) await this.#sleep(backoff(failures));
         continue;
       }
@@ -328,13 +314,7 @@ export class Stream {
       if (gen !== this.#gen) return;
       const recovered = failures > 0;
       failures = 0;
-      this.#setState('live', 'poll');
-      for (const ev of body?.events ?? []) {
-        if (ev.id) this.#cursor = ev.id;
-        this.#deliver(ev.event, ev.data, ev.id ?? null);
-        if (gen !== this.#gen) return; // a handler renewed auth or stopped us
-      }
-      if (body?.cursor) this.#cursor = body.cursor;
+      if (!this.#deliverPolled(gen, body)) return;
       // After an outage the stream may well work again; otherwise try it
       // once a minute, since polling costs a request per event batch.
       if (recovered || Date.now() - this.#lastStreamTry >= STREAM_RETRY_MS) {
@@ -342,6 +322,43 @@ export class Stream {
         return;
       }
     }
+  }
+
+  /** One long-poll from the cursor; `#resetTransport` aborts it. */
+  #requestPoll() {
+    const ctrl = new AbortController();
+    this.#pollAbort = ctrl;
+    const q = new URLSearchParams({ timeout: String(POLL_TIMEOUT_S) });
+    if (this.#cursor) q.set('after', this.#cursor);
+    return fetch(`/events/poll?${q}`, {
+      credentials: 'same-origin',
+      headers: { accept: 'application/json' },
+      signal: ctrl.signal,
+    });
+  }
+
+  /** After a poll's 401: true when polling may go on with a fresh token. */
+  async #renewPollAuth(gen) {
+    this.#setState('reconnecting', 'poll');
+    let ok = true;
+    try {
+      ok = await this.#refreshAuth();
+    } catch {
+      // Unreachable now; the next poll finds out again.
+    }
+    return ok && gen === this.#gen;
+  }
+
+  /** Hands on a poll's events; false when a handler superseded this poll (renewed auth, stopped). */
+  #deliverPolled(gen, body) {
+    this.#setState('live', 'poll');
+    for (const ev of body?.events ?? []) {
+      if (ev.id) this.#cursor = ev.id;
+      this.#deliver(ev.event, ev.data, ev.id ?? null);
+      if (gen !== this.#gen) return false;
+    }
+    if (body?.cursor) this.#cursor = body.cursor;
+    return true;
   }
 
   /** A back-off sleep that `online` or a transport change ends early. */
