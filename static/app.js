@@ -113,6 +113,13 @@ async function allPages(fetchPage, firstCursor, maxPages) {
   return items;
 }
 
+/** Every unread notification, however many pages (up to MAX_UNREAD_PAGES more). */
+async function loadUnread() {
+  const unread = (c) => api.notifications.page({ unread: true, cursor: c });
+  const page = await api.notifications.page({ unread: true });
+  return [...page.items, ...(await allPages(unread, page.nextCursor, MAX_UNREAD_PAGES))];
+}
+
 /** Loads everything; resolves to the stream position of the load, or null if the session ended. */
 async function load(gen) {
   if (pending) {
@@ -130,10 +137,7 @@ async function load(gen) {
       const [platforms, more, unread] = await Promise.all([
         api.platforms.list(),
         allPages((c) => api.earnings.page({ limit: 100, cursor: c }), first.nextCursor, MAX_EARNING_PAGES),
-        (async () => {
-          const page = await api.notifications.page({ unread: true });
-          return [...page.items, ...(await allPages((c) => api.notifications.page({ unread: true, cursor: c }), page.nextCursor, MAX_UNREAD_PAGES))];
-        })(),
+        loadUnread(),
       ]);
       if (gen !== generation) return null;
       cursor = first.eventCursor;
@@ -141,7 +145,10 @@ async function load(gen) {
       if (!reloadRequested) break;
     } catch (err) {
       if (gen !== generation || err.status === 401) return null;
-      if (attempt === 1) ui.toast({ title: 'Could not load your data', message: `${err.message} Retrying…`, type: 'warning', duration: 6000 });
+      if (attempt === 1) {
+        const message = `${err.message} Retrying…`;
+        ui.toast({ title: 'Could not load your data', message, type: 'warning', duration: 6000 });
+      }
       await sleep(backoff(attempt, LOAD_RETRY));
     }
   }

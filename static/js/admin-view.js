@@ -32,7 +32,9 @@ class AdminView {
       e.preventDefault();
       this.#send();
     });
-    document.addEventListener('visibilitychange', () => this.#active && document.visibilityState === 'visible' && this.#refresh());
+    document.addEventListener('visibilitychange', () => {
+      if (this.#active && document.visibilityState === 'visible') this.#refresh();
+    });
   }
 
   /** Shown or hidden; the connections are polled only while someone looks at them. */
@@ -78,7 +80,8 @@ class AdminView {
     button.disabled = true;
     try {
       const { closed } = await api.admin.disconnect(userId);
-      this.#toast({ title: 'Disconnected', message: `Closed ${closed} stream${closed === 1 ? '' : 's'}. Clients reconnect by themselves.`, type: 'info', duration: 5000 });
+      const message = `Closed ${closed} stream${closed === 1 ? '' : 's'}. Clients reconnect by themselves.`;
+      this.#toast({ title: 'Disconnected', message, type: 'info', duration: 5000 });
     } catch (err) {
       this.#toast({ title: 'Could not disconnect', message: err.message, type: 'error', duration: 8000 });
     } finally {
@@ -124,7 +127,12 @@ class AdminView {
 }
 
 function connectionRow(u, isMe, disconnect) {
-  const button = h('button', { type: 'button', class: 'button button--small button--danger', 'data-testid': 'admin-disconnect', 'aria-label': `Disconnect all streams of user ${u.userId}` }, 'Disconnect');
+  const button = h('button', {
+    type: 'button',
+    class: 'button button--small button--danger',
+    'data-testid': 'admin-disconnect',
+    'aria-label': `Disconnect all streams of user ${u.userId}`,
+  }, 'Disconnect');
   button.addEventListener('click', () => disconnect(button));
   return h('tr', { 'data-testid': 'admin-conn-row', 'data-user-id': u.userId },
     h('td', { 'data-label': 'User' }, h('code', {}, u.userId), isMe ? h('span', { class: 'muted' }, ' (you)') : null),

@@ -77,14 +77,15 @@ export class EarningsTable {
   #fillRow(row, e, p) {
     row.tr.classList.remove('is-editing');
     delete row.tr.dataset.changedElsewhere;
-    const edit = h('button', { type: 'button', class: 'button button--small button--ghost', 'data-testid': 'earning-edit', onclick: () => this.#startEdit(e.id) }, 'Edit');
-    const del = h('button', { type: 'button', class: 'button button--small button--ghost button--danger', 'data-testid': 'earning-delete', onclick: () => this.#confirmDelete(e.id, del) }, 'Delete');
+    const edit = smallButton('button--ghost', 'earning-edit', 'Edit', () => this.#startEdit(e.id));
+    const del = smallButton('button--ghost button--danger', 'earning-delete', 'Delete', () =>
+      this.#confirmDelete(e.id, del));
     row.tr.replaceChildren(
       h('td', { 'data-label': 'Date' }, h('time', { datetime: e.date }, formatDay(e.date))),
       h('td', { 'data-label': 'Platform' }, colorDot(p.color), p.name),
       h('td', { class: 'num', 'data-label': 'Hours' }, hours(e.hours)),
       h('td', { class: 'num amount', 'data-label': 'Amount', 'data-testid': 'earning-amount-cell' }, moneyOf(e.amount)),
-      h('td', { class: 'num muted', 'data-label': 'Rate' }, e.hourly_rate == null ? '—' : `${moneyOf(e.hourly_rate)}/h`),
+      h('td', { class: 'num muted', 'data-label': 'Rate' }, rate(e)),
       h('td', { class: 'notes', 'data-label': 'Notes' }, e.notes ?? ''),
       h('td', { class: 'actions' }, edit, del),
     );
@@ -115,8 +116,8 @@ export class EarningsTable {
     row.editing = true;
     row.tr.classList.add('is-editing');
     const controls = editControls(e, this.#store.platforms.values());
-    const save = h('button', { type: 'button', class: 'button button--small button--primary', 'data-testid': 'earning-save', onclick: () => this.#saveEdit(id) }, 'Save');
-    const cancel = h('button', { type: 'button', class: 'button button--small button--ghost', 'data-testid': 'earning-cancel', onclick: () => this.#stopEdit(id) }, 'Cancel');
+    const save = smallButton('button--primary', 'earning-save', 'Save', () => this.#saveEdit(id));
+    const cancel = smallButton('button--ghost', 'earning-cancel', 'Cancel', () => this.#stopEdit(id));
     row.tr.replaceChildren(...editCells(controls, save, cancel));
     row.controls = controls;
     row.tr.onkeydown = (ev) => {
@@ -166,6 +167,13 @@ export class EarningsTable {
   }
 }
 
+/** The hourly rate the server worked out, if it could (it needs hours). */
+const rate = (e) => (e.hourly_rate == null ? '—' : `${moneyOf(e.hourly_rate)}/h`);
+
+function smallButton(kind, testid, label, onclick) {
+  return h('button', { type: 'button', class: `button button--small ${kind}`, 'data-testid': testid, onclick }, label);
+}
+
 function flash(tr, cls) {
   tr.classList.remove('is-new', 'is-updated');
   // Restart the animation if the row flashes twice in a row.
@@ -202,8 +210,8 @@ function editControls(e, platforms) {
 
 /** The cells of a row being edited, each with a slot for its field's error. */
 function editCells(c, save, cancel) {
-  const cell = (label, field, control) =>
-    h('td', { 'data-label': label, 'data-field': field }, control, h('small', { class: 'field-error', 'aria-live': 'polite' }));
+  const error = () => h('small', { class: 'field-error', 'aria-live': 'polite' });
+  const cell = (label, field, control) => h('td', { 'data-label': label, 'data-field': field }, control, error());
   return [
     cell('Date', 'date', c.date),
     cell('Platform', 'platformId', c.platformSelect),
@@ -211,7 +219,8 @@ function editCells(c, save, cancel) {
     cell('Amount', 'amount', c.amount),
     h('td', { class: 'num muted', 'data-label': 'Rate' }, '—'),
     cell('Notes', 'notes', c.notes),
-    h('td', { class: 'actions' }, save, cancel, h('p', { class: 'form-error', 'data-role': 'form-error', role: 'alert', hidden: true })),
+    h('td', { class: 'actions' },
+      save, cancel, h('p', { class: 'form-error', 'data-role': 'form-error', role: 'alert', hidden: true })),
   ];
 }
 

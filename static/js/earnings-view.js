@@ -114,7 +114,8 @@ function renderPlatforms(store, select) {
   );
   if (list.some((p) => p.id === chosen)) select.value = chosen;
   $('#platform-list').replaceChildren(
-    ...list.map((p) => h('li', { class: 'chip', 'data-testid': 'platform-item', 'data-id': p.id }, colorDot(p.color), p.name)),
+    ...list.map((p) =>
+      h('li', { class: 'chip', 'data-testid': 'platform-item', 'data-id': p.id }, colorDot(p.color), p.name)),
   );
 }
 

@@ -142,15 +142,26 @@ class NotificationsPanel {
 function notificationItem(n, unread, markRead) {
   const type = TYPES.includes(n.type) ? n.type : 'info';
   const button = unread
-    ? h('button', { type: 'button', class: 'link-button', 'data-testid': 'notification-mark-read', 'aria-label': `Mark “${n.title ?? ''}” as read` }, 'Mark read')
+    ? h('button', {
+      type: 'button',
+      class: 'link-button',
+      'data-testid': 'notification-mark-read',
+      'aria-label': `Mark “${n.title ?? ''}” as read`,
+    }, 'Mark read')
     : null;
   button?.addEventListener('click', () => markRead(n.id, button));
   return h(
     'li',
-    { class: `note note--${type}${unread ? ' is-unread' : ''}`, 'data-testid': 'notification-item', 'data-id': n.id, 'data-unread': String(unread) },
+    {
+      class: `note note--${type}${unread ? ' is-unread' : ''}`,
+      'data-testid': 'notification-item',
+      'data-id': n.id,
+      'data-unread': String(unread),
+    },
     h('span', { class: 'note__dot', 'aria-hidden': 'true' }),
     h('div', { class: 'note__body' },
-      h('p', { class: 'note__title' }, n.title ?? '', unread ? h('span', { class: 'visually-hidden' }, ' (unread)') : null),
+      h('p', { class: 'note__title' },
+        n.title ?? '', unread ? h('span', { class: 'visually-hidden' }, ' (unread)') : null),
       n.message ? h('p', { class: 'note__message' }, n.message) : null,
       h('time', { class: 'note__time muted', datetime: n.timestamp ?? '' }, formatTime(n.timestamp ?? n.createdAt))),
     button,
