@@ -10,8 +10,10 @@
 // Events that overlap the load are applied twice, which the store absorbs.
 
 import * as api from './js/api.js';
+import { backoff, sleep } from './js/backoff.js';
 import * as bus from './js/bus.js';
 import * as ui from './js/ui.js';
+import { EVENT } from './js/events.js';
 import { Store } from './js/state.js';
 import { Session } from './js/session.js';
 import { Stream } from './js/stream.js';
@@ -22,6 +24,8 @@ import { initAdminView } from './js/admin-view.js';
 
 const MAX_EARNING_PAGES = 100;
 const MAX_UNREAD_PAGES = 10;
+// 2 s, 4 s, 8 s... up to 30 s between attempts to load the state.
+const LOAD_RETRY = { firstMs: 2000, maxMs: 30_000, jitter: false };
 
 const store = new Store();
 let session = null;
@@ -56,7 +60,7 @@ bus.on('login', (m) => {
 function handleEvent(name, data, id) {
   if (pending) {
     // A reset during a load means the load may already be stale: load again.
-    if (name === 'sync:reset') reloadRequested = true;
+    if (name === EVENT.SYNC_RESET) reloadRequested = true;
     else pending.push([name, data, id]);
     return;
   }
@@ -65,27 +69,27 @@ function handleEvent(name, data, id) {
 
 function applyEvent(name, data) {
   switch (name) {
-    case 'platforms:new':
+    case EVENT.PLATFORM_NEW:
       store.upsertPlatform(data);
       break;
-    case 'earnings:new':
+    case EVENT.EARNING_NEW:
       store.upsertEarning(data);
       break;
-    case 'earnings:updated':
+    case EVENT.EARNING_UPDATED:
       store.patchEarning(data ?? {});
       break;
-    case 'earnings:deleted':
+    case EVENT.EARNING_DELETED:
       if (data?.id) store.removeEarning(data.id);
       break;
-    case 'notification':
+    case EVENT.NOTIFICATION:
       // Only new ones pop up: a resume may replay what we already showed.
       if (store.addNotification(data)) ui.toast(data);
       break;
-    case 'notification:read':
+    case EVENT.NOTIFICATION_READ:
       store.markRead(data?.id);
       ui.dismissStickyToast(data?.id);
       break;
-    case 'sync:reset':
+    case EVENT.SYNC_RESET:
       // The server no longer holds our position: what we have may miss
       // events, so start over from a fresh load; the stream carries on live.
       load(generation);
@@ -109,6 +113,13 @@ async function allPages(fetchPage, firstCursor, maxPages) {
   return items;
 }
 
+/** Every unread notification, however many pages (up to MAX_UNREAD_PAGES more). */
+async function loadUnread() {
+  const unread = (c) => api.notifications.page({ unread: true, cursor: c });
+  const page = await api.notifications.page({ unread: true });
+  return [...page.items, ...(await allPages(unread, page.nextCursor, MAX_UNREAD_PAGES))];
+}
+
 /** Loads everything; resolves to the stream position of the load, or null if the session ended. */
 async function load(gen) {
   if (pending) {
@@ -126,10 +137,7 @@ async function load(gen) {
       const [platforms, more, unread] = await Promise.all([
         api.platforms.list(),
         allPages((c) => api.earnings.page({ limit: 100, cursor: c }), first.nextCursor, MAX_EARNING_PAGES),
-        (async () => {
-          const page = await api.notifications.page({ unread: true });
-          return [...page.items, ...(await allPages((c) => api.notifications.page({ unread: true, cursor: c }), page.nextCursor, MAX_UNREAD_PAGES))];
-        })(),
+        loadUnread(),
       ]);
       if (gen !== generation) return null;
       cursor = first.eventCursor;
@@ -137,8 +145,11 @@ async function load(gen) {
       if (!reloadRequested) break;
     } catch (err) {
       if (gen !== generation || err.status === 401) return null;
-      if (attempt === 1) ui.toast({ title: 'Could not load your data', message: `${err.message} Retrying…`, type: 'warning', duration: 6000 });
-      await new Promise((r) => setTimeout(r, Math.min(1000 * 2 ** attempt, 30_000)));
+      if (attempt === 1) {
+        const message = `${err.message} Retrying…`;
+        ui.toast({ title: 'Could not load your data', message, type: 'warning', duration: 6000 });
+      }
+      await sleep(backoff(attempt, LOAD_RETRY));
     }
   }
   if (gen !== generation) return null;

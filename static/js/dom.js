@@ -24,6 +24,15 @@ export function h(tag, props = {}, ...children) {
 export const $ = (sel, root = document) => root.querySelector(sel);
 export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
 
+/** A colour from the server as CSS, or a neutral grey when it is not a hex colour. */
+export const safeColor = (c) => (/^#[0-9a-f]{3,8}$/i.test(String(c)) ? c : '#8884');
+
+/** The coloured dot before a platform's name. */
+export const colorDot = (color) => h('span', { class: 'dot', style: `--c:${safeColor(color)}`, 'aria-hidden': 'true' });
+
+/** A number input's value as the API wants it: '' is "not given". */
+export const numberOrNull = (v) => (String(v).trim() === '' ? null : Number(v));
+
 /** Removes a form's previous error messages. */
 export function clearErrors(form) {
   for (const el of $$('.field-error', form)) el.textContent = '';

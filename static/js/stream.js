@@ -14,23 +14,11 @@
 // stream cannot be held open (a buffering proxy, the per-user stream limit),
 // retrying the stream now and then.
 
+import { backoff } from './backoff.js';
 import * as bus from './bus.js';
+import { EVENT, EVENT_NAMES } from './events.js';
 
 const LOCK = 'earntrack-stream-leader';
-
-// EventSource only dispatches named events to listeners registered by name.
-const EVENT_NAMES = [
-  'connected',
-  'sync:reset',
-  'auth:expired',
-  'platforms:new',
-  'earnings:new',
-  'earnings:updated',
-  'earnings:deleted',
-  'notification',
-  'notification:read',
-  'message',
-];
 
 // A buffering proxy holds the response back: neither `connected` nor an
 // error arrives. (An unreachable server errors every few seconds instead.)
@@ -45,12 +33,6 @@ const DROPS_BEFORE_FALLBACK = 3;
 const FAILURES_BEFORE_OFFLINE = 3;
 const STREAM_RETRY_MS = 60_000;
 const POLL_TIMEOUT_S = 25;
-
-/** Exponential back-off with jitter, so that many clients do not retry in step. */
-function backoff(failures) {
-  const base = Math.min(1000 * 2 ** Math.max(0, failures - 1), 10_000);
-  return Math.round(base * (0.75 + Math.random() * 0.5));
-}
 
 export class Stream {
   #onEvent;
@@ -260,12 +242,12 @@ export class Stream {
     // previous one, which is still the right place to resume from.
     const id = e.lastEventId || null;
     if (id) this.#cursor = id;
-    if (name === 'connected') {
+    if (name === EVENT.CONNECTED) {
       clearTimeout(this.#watchdog);
       this.#setState('live', 'stream');
     }
     this.#deliver(name, data, id);
-    if (name === 'auth:expired') this.#renewAuth();
+    if (name === EVENT.AUTH_EXPIRED) this.#renewAuth();
   }
 
   // The server ends a stream when the token it was opened with expires.
@@ -288,22 +270,15 @@ export class Stream {
     this.#poll();
   }
 
+  /** Polls until the transport changes; every failure backs off before the next request. */
   async #poll() {
     if (this.#stopped) return;
     const gen = this.#resetTransport();
     let failures = 0;
     while (gen === this.#gen) {
-      const ctrl = new AbortController();
-      this.#pollAbort = ctrl;
-      const q = new URLSearchParams({ timeout: String(POLL_TIMEOUT_S) });
-      if (this.#cursor) q.set('after', this.#cursor);
       let res;
       try {
-        res = await fetch(`/events/poll?${q}`, {
-          credentials: 'same-origin',
-          headers: { accept: 'application/json' },
-          signal: ctrl.signal,
-        });
+        res = await this.#requestPoll();
       } catch {
         if (gen !== this.#gen) return;
         failures += 1;
@@ -315,14 +290,7 @@ export class Stream {
 
       if (res.status === 401) {
         failures += 1;
-        this.#setState('reconnecting', 'poll');
-        let ok = true;
-        try {
-          ok = await this.#refreshAuth();
-        } catch {
-          // Unreachable now; the next poll finds out again.
-        }
-        if (!ok || gen !== this.#gen) return;
+        if (!(await this.#renewPollAuth(gen))) return;
         if (failures > 1) await this.#sleep(backoff(failures));
         continue;
       }
@@ -346,13 +314,7 @@ export class Stream {
       if (gen !== this.#gen) return;
       const recovered = failures > 0;
       failures = 0;
-      this.#setState('live', 'poll');
-      for (const ev of body?.events ?? []) {
-        if (ev.id) this.#cursor = ev.id;
-        this.#deliver(ev.event, ev.data, ev.id ?? null);
-        if (gen !== this.#gen) return; // a handler renewed auth or stopped us
-      }
-      if (body?.cursor) this.#cursor = body.cursor;
+      if (!this.#deliverPolled(gen, body)) return;
       // After an outage the stream may well work again; otherwise try it
       // once a minute, since polling costs a request per event batch.
       if (recovered || Date.now() - this.#lastStreamTry >= STREAM_RETRY_MS) {
@@ -360,6 +322,43 @@ export class Stream {
         return;
       }
     }
+  }
+
+  /** One long-poll from the cursor; `#resetTransport` aborts it. */
+  #requestPoll() {
+    const ctrl = new AbortController();
+    this.#pollAbort = ctrl;
+    const q = new URLSearchParams({ timeout: String(POLL_TIMEOUT_S) });
+    if (this.#cursor) q.set('after', this.#cursor);
+    return fetch(`/events/poll?${q}`, {
+      credentials: 'same-origin',
+      headers: { accept: 'application/json' },
+      signal: ctrl.signal,
+    });
+  }
+
+  /** After a poll's 401: true when polling may go on with a fresh token. */
+  async #renewPollAuth(gen) {
+    this.#setState('reconnecting', 'poll');
+    let ok = true;
+    try {
+      ok = await this.#refreshAuth();
+    } catch {
+      // Unreachable now; the next poll finds out again.
+    }
+    return ok && gen === this.#gen;
+  }
+
+  /** Hands on a poll's events; false when a handler superseded this poll (renewed auth, stopped). */
+  #deliverPolled(gen, body) {
+    this.#setState('live', 'poll');
+    for (const ev of body?.events ?? []) {
+      if (ev.id) this.#cursor = ev.id;
+      this.#deliver(ev.event, ev.data, ev.id ?? null);
+      if (gen !== this.#gen) return false;
+    }
+    if (body?.cursor) this.#cursor = body.cursor;
+    return true;
   }
 
   /** A back-off sleep that `online` or a transport change ends early. */
