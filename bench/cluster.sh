@@ -101,7 +101,7 @@ start_servers() { # scenario count
     stop_servers
     for i in $(seq "$count"); do
         port=$((BASE_PORT + i))
-        EARNTRACK_ADDR="127.0.0.1:$port" DATABASE_URL="$DB_URL" JWT_SECRET=bench \
+        EARNTRACK_ADDR="127.0.0.1:$port" DATABASE_URL="$DB_URL" JWT_SECRET=bench-secret-0123456789abcdefghijklmn \
         EARNTRACK_ADMIN_EMAILS=bench-admin@example.com EARNTRACK_MAX_STREAMS_PER_USER=100 \
         EARNTRACK_RATE_LIMIT_PER_MIN=0 EARNTRACK_DB_POOL=4 RUST_LOG=warn \
             "$BENCH_DIR/earntrack-server" >"$BENCH_DIR/server-$scenario-$i.log" 2>&1 &

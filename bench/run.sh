@@ -34,7 +34,7 @@ trap stop_server EXIT
 
 start_server() {
     stop_server
-    EARNTRACK_ADDR="127.0.0.1:$PORT" DATABASE_URL="sqlite://$BENCH_DIR/bench.db" JWT_SECRET=bench \
+    EARNTRACK_ADDR="127.0.0.1:$PORT" DATABASE_URL="sqlite://$BENCH_DIR/bench.db" JWT_SECRET=bench-secret-0123456789abcdefghijklmn \
     EARNTRACK_ADMIN_EMAILS=bench-admin@example.com EARNTRACK_MAX_STREAMS_PER_USER=100 \
     EARNTRACK_RATE_LIMIT_PER_MIN=0 RUST_LOG=warn \
         "$BENCH_DIR/earntrack-server" >"$BENCH_DIR/server.log" 2>&1 &

@@ -36,10 +36,20 @@ pub struct App {
     streams: StreamRuntime,
 }
 
+/// Shortest `JWT_SECRET` accepted (HS256 keys should be as long as the hash).
+pub const MIN_SECRET_BYTES: usize = 32;
+
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let db = Db::connect(&config.database_url, config.db_pool).await?;
         let secret = match &config.jwt_secret {
+            // A short secret can be guessed, and whoever guesses it mints
+            // tokens for any user: refuse to start rather than run weakly.
+            Some(secret) if secret.expose().len() < MIN_SECRET_BYTES => anyhow::bail!(
+                "JWT_SECRET is {} bytes; it must be at least {MIN_SECRET_BYTES} (or leave it unset to have one \
+                 generated and kept in the database)",
+                secret.expose().len()
+            ),
             Some(secret) => secret.expose().to_owned(),
             // Generated once and kept in the database, so tokens outlive a
             // restart and every server of a cluster agrees.

@@ -191,11 +191,12 @@ fn response_head(http10: bool) -> Vec<u8> {
     for (name, value) in HEADERS {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    head.push_str(if http10 {
-        "connection: close\r\n"
-    } else {
-        "transfer-encoding: chunked\r\n"
-    });
+    // The lean path closes the socket when the stream ends, so it says so:
+    // a pooling proxy must not hand this connection to another request.
+    head.push_str("connection: close\r\n");
+    if !http10 {
+        head.push_str("transfer-encoding: chunked\r\n");
+    }
     let date = httpdate::fmt_http_date(std::time::SystemTime::now());
     head.push_str(&format!("date: {date}\r\n\r\n"));
     head.into_bytes()

@@ -163,15 +163,22 @@ async fn record_metrics(req: Request, next: Next) -> Response {
 
 /// Count one answered request (also for the streams `fast_path` answers).
 pub fn record_request(method: &str, route: &str, status: u16, elapsed: Duration) {
-    let (method, route) = (method.to_owned(), route.to_owned());
+    let (method, route) = (method_label(method), route.to_owned());
     let status = status.to_string();
     metrics::counter!(
         "earntrack_http_requests_total",
-        "method" => method.clone(), "route" => route.clone(), "status" => status
+        "method" => method, "route" => route.clone(), "status" => status
     )
     .increment(1);
     metrics::histogram!("earntrack_http_request_duration_seconds", "method" => method, "route" => route)
         .record(elapsed.as_secs_f64());
+}
+
+/// A bounded label for a request method: any token is a valid method in
+/// HTTP, so a client could otherwise mint one metric series per request.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
 }
 
 /// `204 No Content`.

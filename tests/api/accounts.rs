@@ -14,7 +14,7 @@ use crate::helpers::{
 };
 
 /// The secret `test_config` gives the server.
-const SECRET: &[u8] = b"test-secret";
+const SECRET: &[u8] = b"api-test-secret-0123456789abcdefghij";
 const PASSWORD: &str = "correct horse";
 /// Any protected endpoint will do; this one is a cheap read.
 const PROTECTED: &str = "/api/platforms";

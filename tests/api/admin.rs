@@ -874,7 +874,7 @@ async fn a_fresh_server_exports_every_contract_series_from_the_start() {
             "DATABASE_URL",
             format!("sqlite://{}", dir.path().join("m.db").display()),
         )
-        .env("JWT_SECRET", "metrics-test-secret")
+        .env("JWT_SECRET", "metrics-test-secret-0123456789abcdefgh")
         .env("EARNTRACK_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())

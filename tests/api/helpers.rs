@@ -56,7 +56,7 @@ pub fn test_config(dir: &TempDir) -> Config {
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
     let mut config = Config::for_database(&url);
     config.addr = "127.0.0.1:0".parse().unwrap();
-    config.jwt_secret = Some("test-secret".parse().unwrap());
+    config.jwt_secret = Some("api-test-secret-0123456789abcdefghij".parse().unwrap());
     config.admin_emails = vec!["admin@example.com".into()];
     config.rate_limit_per_min = 0;
     config

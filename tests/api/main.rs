@@ -16,6 +16,7 @@ mod accounts;
 mod admin;
 mod earnings;
 mod fast_path;
+mod hardening;
 mod load_tool;
 mod notifications;
 mod process;

@@ -84,7 +84,11 @@ impl Server {
 async fn sigterm_or_sigint_ends_streams_cleanly_answers_long_polls_and_exits_zero() {
     for signal in ["TERM", "INT"] {
         let dir = tempfile::tempdir().unwrap();
-        let mut server = Server::start(&dir.path().join("p.db"), Some("process-secret")).await;
+        let mut server = Server::start(
+            &dir.path().join("p.db"),
+            Some("process-secret-0123456789abcdefghijkl"),
+        )
+        .await;
         let (_, token) = server.register().await;
         let mut streams = [server.stream(&token).await, server.stream(&token).await];
         let long_poll = {
@@ -156,8 +160,12 @@ fn logs_a_query_token(output: &str) -> bool {
 async fn no_token_value_reaches_the_logs_wherever_the_token_came_from() {
     let dir = tempfile::tempdir().unwrap();
     // The most verbose level: no log line at all may carry the token.
-    let mut server =
-        Server::start_logging(&dir.path().join("p.db"), Some("process-secret"), "trace").await;
+    let mut server = Server::start_logging(
+        &dir.path().join("p.db"),
+        Some("process-secret-0123456789abcdefghijkl"),
+        "trace",
+    )
+    .await;
     let (_, token) = server.register().await;
     let client = &server.client;
 

@@ -312,7 +312,7 @@ impl Drop for Cluster {
 fn server_env<'a>(database_url: &'a str, env: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut all = vec![
         ("DATABASE_URL", database_url),
-        ("JWT_SECRET", "cluster-secret"),
+        ("JWT_SECRET", "cluster-secret-0123456789abcdefghijkl"),
         ("EARNTRACK_ADMIN_EMAILS", http::ADMIN_EMAIL),
         ("EARNTRACK_DB_POOL", "3"),
         ("EARNTRACK_RATE_LIMIT_PER_MIN", "0"),

@@ -85,7 +85,7 @@ class Server {
         ...process.env,
         EARNTRACK_ADDR: `127.0.0.1:${this.port}`,
         DATABASE_URL: this.dbUrl,
-        JWT_SECRET: 'e2e-secret',
+        JWT_SECRET: 'e2e-secret-0123456789abcdefghijklmnop',
         // The test user may open the operator view; it also lets the test
         // count the user's open streams.
         EARNTRACK_ADMIN_EMAILS: EMAIL,

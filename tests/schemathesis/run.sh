@@ -94,7 +94,7 @@ trap 'exit 143' TERM
 # so no other process can take it between choosing and binding.
 EARNTRACK_ADDR=127.0.0.1:0 \
 DATABASE_URL="sqlite://$tmp/schemathesis.db" \
-JWT_SECRET="schemathesis-$RANDOM$RANDOM-secret" \
+JWT_SECRET="schemathesis-secret-$RANDOM$RANDOM-0123456789abcdef" \
 EARNTRACK_ADMIN_EMAILS=schema-admin@example.com \
 EARNTRACK_RATE_LIMIT_PER_MIN=0 \
 NO_COLOR=1 \
