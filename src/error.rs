@@ -3,9 +3,10 @@
 //! `{"error":{"code","message","fields"?}}` in exactly one place.
 
 use crate::domain::input::FieldErrors;
-use crate::http::openapi::{ErrorBody, ErrorDetail};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -153,3 +154,21 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// `{"error":{"code","message","fields"?}}`
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// snake_case error code, e.g. `validation_failed`
+    #[schema(pattern = "^[a-z][a-z0-9_]*$")]
+    pub code: String,
+    pub message: String,
+    /// Every bad field and why (validation errors only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub fields: Option<std::collections::BTreeMap<String, String>>,
+}

@@ -15,14 +15,15 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+use super::dto::{LoginRequest, RegisterRequest, Session, UserView};
 use super::extract::AuthUser;
 use super::extract::JsonObject;
-use super::openapi::*;
 use super::{no_content, AppState};
 use crate::auth::COOKIE;
 use crate::db::{is_unique_violation, users};
 use crate::domain::input::{self, Fields};
 use crate::domain::time::now_ms;
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 
 pub fn router() -> Router<AppState> {

@@ -12,9 +12,11 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::dto::{
+    Accepted, AdminEventRequest, AdminNotificationRequest, Closed, Connections, UserConnections,
+};
 use super::extract::AdminUser;
 use super::extract::{IdPath, JsonObject};
-use super::openapi::*;
 use super::{no_content, AppState};
 use crate::db::users::{self, KnownUsers};
 use crate::db::{notifications, rooms};
@@ -23,6 +25,7 @@ use crate::domain::input::Fields;
 use crate::domain::notification::NewNotification;
 use crate::domain::stream::StreamKey;
 use crate::domain::time::now_ms;
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::push::broker::Control;
 use crate::push::WriteTx;

@@ -10,15 +10,16 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::dto::{EarningList, EarningPatchRequest, NewEarningRequest};
 use super::extract::AuthUser;
 use super::extract::{ApiQuery, IdPath, JsonObject};
-use super::openapi::*;
 use super::{no_content, AppState};
 use crate::db::{earnings, idempotency, is_unique_violation, notifications, platforms};
 use crate::domain::earning::{Earning, EarningPatch, EarningView, NewEarning};
 use crate::domain::event::{earning_notification, DomainEvent, EarningChange};
 use crate::domain::stream::StreamKey;
 use crate::domain::time::{now_ms, parse_date};
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::push::WriteTx;
 

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod assets;
+pub mod dto;
 pub mod earnings;
 pub mod events;
 pub mod extract;

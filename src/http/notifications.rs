@@ -8,15 +8,16 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::dto::{NotificationItem, NotificationList};
 use super::earnings::with_event_cursor;
 use super::extract::AuthUser;
 use super::extract::{ApiQuery, IdPath};
-use super::openapi::*;
 use super::{no_content, AppState};
 use crate::db::notifications;
 use crate::domain::event::DomainEvent;
 use crate::domain::stream::StreamKey;
 use crate::domain::time::{now_ms, rfc3339};
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 
 pub fn router() -> Router<AppState> {

@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::openapi::Status;
+use super::dto::Status;
 use super::AppState;
 
 pub fn router() -> Router<AppState> {

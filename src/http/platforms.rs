@@ -6,15 +6,16 @@ use axum::routing::get;
 use axum::{Json, Router};
 use uuid::Uuid;
 
+use super::dto::{NewPlatformRequest, PlatformList};
 use super::extract::AuthUser;
 use super::extract::JsonObject;
-use super::openapi::*;
 use super::AppState;
 use crate::db::{is_unique_violation, platforms};
 use crate::domain::earning::{NewPlatform, Platform};
 use crate::domain::event::DomainEvent;
 use crate::domain::stream::StreamKey;
 use crate::domain::time::now_ms;
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 
 pub fn router() -> Router<AppState> {

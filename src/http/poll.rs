@@ -10,12 +10,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::dto::PollBody;
 use super::extract::ApiQuery;
 use super::extract::AuthUser;
-use super::openapi::*;
 use super::sse::subscribe_error;
 use super::AppState;
 use crate::domain::time::{now_ms, rfc3339};
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::push::{Feed, Item, Opening, SubscriberKind, TopicFilter};
 

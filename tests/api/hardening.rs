@@ -78,7 +78,7 @@ async fn unknown_request_methods_share_one_metric_label() {
         .await
         .unwrap();
 
-    // Assert
+    // Assert (the recorder is process-wide: other tests' series are there too)
     let series: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("earntrack_http_requests_total{"))
@@ -86,11 +86,6 @@ async fn unknown_request_methods_share_one_metric_label() {
     assert!(
         series.iter().all(|l| !l.contains("XXXX")),
         "a client-chosen method became a label"
-    );
-    assert!(
-        series.len() < 20,
-        "{} request series after 50 odd methods",
-        series.len()
     );
     assert!(
         series.iter().any(|l| l.contains("method=\"other\"")),
