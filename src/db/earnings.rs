@@ -59,7 +59,8 @@ pub async fn get(
 
 pub async fn insert(conn: &mut AnyConnection, e: &Earning) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO earnings (id, user_id, platform_id, date, hours_centi, amount_cents, notes, created_at, updated_at) \
+        "INSERT INTO earnings \
+         (id, user_id, platform_id, date, hours_centi, amount_cents, notes, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(e.id.to_string())

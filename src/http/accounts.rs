@@ -34,7 +34,22 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/logout", post(logout))
 }
 
-#[utoipa::path(post, path = "/api/auth/register", tag = "accounts", request_body = RegisterRequest, responses((status = 201, description = "registered; sets the earntrack_token cookie", body = Session, headers(("Set-Cookie" = String, description = "earntrack_token=<jwt>; HttpOnly; SameSite=Lax; Path=/"))), (status = 409, description = "email taken", body = ErrorBody), (status = 400, description = "unparseable JSON or not an object", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not a JSON content type", body = ErrorBody), (status = 422, description = "validation failed", body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/auth/register",
+    tag = "accounts",
+    request_body = RegisterRequest,
+    responses(
+        (
+            status = 201,
+            description = "registered; sets the earntrack_token cookie",
+            body = Session,
+            headers(("Set-Cookie" = String, description = "earntrack_token=<jwt>; HttpOnly; SameSite=Lax; Path=/")),
+        ),
+        (status = 409, description = "email taken", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+)]
 pub async fn register(
     State(app): State<AppState>,
     JsonObject(body): JsonObject,
@@ -62,7 +77,22 @@ pub async fn register(
     Ok(session(&app, &user, StatusCode::CREATED))
 }
 
-#[utoipa::path(post, path = "/api/auth/login", tag = "accounts", request_body = LoginRequest, responses((status = 200, description = "logged in; sets the earntrack_token cookie", body = Session, headers(("Set-Cookie" = String, description = "earntrack_token=<jwt>; HttpOnly; SameSite=Lax; Path=/"))), (status = 401, description = "invalid credentials", body = ErrorBody), (status = 400, description = "unparseable JSON or not an object", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not a JSON content type", body = ErrorBody), (status = 422, description = "validation failed", body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    tag = "accounts",
+    request_body = LoginRequest,
+    responses(
+        (
+            status = 200,
+            description = "logged in; sets the earntrack_token cookie",
+            body = Session,
+            headers(("Set-Cookie" = String, description = "earntrack_token=<jwt>; HttpOnly; SameSite=Lax; Path=/")),
+        ),
+        (status = 401, description = "invalid credentials", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+)]
 pub async fn login(
     State(app): State<AppState>,
     JsonObject(body): JsonObject,
@@ -92,7 +122,20 @@ pub async fn login(
     }
 }
 
-#[utoipa::path(post, path = "/api/auth/refresh", tag = "accounts", security(("bearer" = []), ("query" = []), ("cookie" = [])), responses((status = 200, description = "a fresh token and cookie", body = Session, headers(("Set-Cookie" = String, description = "earntrack_token=<jwt>; HttpOnly; SameSite=Lax; Path=/"))), (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/auth/refresh",
+    tag = "accounts",
+    responses(
+        (
+            status = 200,
+            description = "a fresh token and cookie",
+            body = Session,
+            headers(("Set-Cookie" = String, description = "earntrack_token=<jwt>; HttpOnly; SameSite=Lax; Path=/")),
+        ),
+        (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody),
+    ),
+)]
 pub async fn refresh(State(app): State<AppState>, me: AuthUser) -> ApiResult<Response> {
     let mut conn = app.db.read.acquire().await?;
     let user = users::by_id(&mut conn, me.id)
@@ -101,7 +144,18 @@ pub async fn refresh(State(app): State<AppState>, me: AuthUser) -> ApiResult<Res
     Ok(session(&app, &user, StatusCode::OK))
 }
 
-#[utoipa::path(post, path = "/api/auth/logout", tag = "accounts", responses((status = 204, description = "cookie cleared", headers(("Set-Cookie" = String, description = "earntrack_token=; Max-Age=0")))))]
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "accounts",
+    responses(
+        (
+            status = 204,
+            description = "cookie cleared",
+            headers(("Set-Cookie" = String, description = "earntrack_token=; Max-Age=0")),
+        ),
+    ),
+)]
 pub async fn logout(State(app): State<AppState>) -> Response {
     let mut response = no_content();
     let cookie = format!(

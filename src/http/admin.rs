@@ -89,7 +89,16 @@ async fn check_users(
     Ok(())
 }
 
-#[utoipa::path(post, path = "/api/admin/notifications", tag = "admin", security(("bearer" = []), ("query" = []), ("cookie" = [])), request_body = AdminNotificationRequest, responses((status = 202, body = Accepted), (status = 403, description = "not an admin (or csrf)", body = ErrorBody), (status = 400, description = "unparseable JSON or not an object", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not a JSON content type", body = ErrorBody), (status = 422, description = "validation failed", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/admin/notifications",
+    tag = "admin",
+    request_body = AdminNotificationRequest,
+    responses(
+        (status = 202, body = Accepted),
+        (status = 403, description = "not an admin (or csrf)", body = ErrorBody),
+    ),
+)]
 pub async fn notify(
     State(app): State<AppState>,
     AdminUser(_admin): AdminUser,
@@ -154,7 +163,16 @@ pub async fn notify(
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true })))
 }
 
-#[utoipa::path(post, path = "/api/admin/events", tag = "admin", security(("bearer" = []), ("query" = []), ("cookie" = [])), request_body = AdminEventRequest, responses((status = 202, body = Accepted), (status = 403, description = "not an admin (or csrf)", body = ErrorBody), (status = 400, description = "unparseable JSON or not an object", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not a JSON content type", body = ErrorBody), (status = 422, description = "validation failed", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/admin/events",
+    tag = "admin",
+    request_body = AdminEventRequest,
+    responses(
+        (status = 202, body = Accepted),
+        (status = 403, description = "not an admin (or csrf)", body = ErrorBody),
+    ),
+)]
 pub async fn emit(
     State(app): State<AppState>,
     AdminUser(_admin): AdminUser,
@@ -227,7 +245,15 @@ fn parse_target(t: &Map<String, Value>) -> Result<Recipients, &'static str> {
     Err(TARGETS)
 }
 
-#[utoipa::path(get, path = "/api/admin/connections", tag = "admin", security(("bearer" = []), ("query" = []), ("cookie" = [])), responses((status = 200, description = "open streams on every server", body = Connections), (status = 403, description = "not an admin (or csrf)", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/admin/connections",
+    tag = "admin",
+    responses(
+        (status = 200, description = "open streams on every server", body = Connections),
+        (status = 403, description = "not an admin (or csrf)", body = ErrorBody),
+    ),
+)]
 pub async fn connections(
     State(app): State<AppState>,
     AdminUser(_admin): AdminUser,
@@ -244,7 +270,19 @@ pub async fn connections(
     Ok(Json(Connections { total, users }))
 }
 
-#[utoipa::path(get, path = "/api/admin/users/{id}/connections", tag = "admin", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("id" = Uuid, Path, description = "user id")), responses((status = 200, body = UserConnections), (status = 404, description = "malformed id", body = ErrorBody), (status = 403, description = "not an admin (or csrf)", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/admin/users/{id}/connections",
+    tag = "admin",
+    params(
+        ("id" = Uuid, Path, description = "user id"),
+    ),
+    responses(
+        (status = 200, body = UserConnections),
+        (status = 404, description = "malformed id", body = ErrorBody),
+        (status = 403, description = "not an admin (or csrf)", body = ErrorBody),
+    ),
+)]
 pub async fn user_connections(
     State(app): State<AppState>,
     AdminUser(_admin): AdminUser,
@@ -258,7 +296,19 @@ pub async fn user_connections(
 
 /// Ends the user's streams on every server; they end within a second (a
 /// control message to the others) and clients resume with `Last-Event-ID`.
-#[utoipa::path(delete, path = "/api/admin/users/{id}/connections", tag = "admin", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("id" = Uuid, Path, description = "user id")), responses((status = 200, description = "streams end within a second", body = Closed), (status = 404, description = "malformed id", body = ErrorBody), (status = 403, description = "not an admin (or csrf)", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    delete,
+    path = "/api/admin/users/{id}/connections",
+    tag = "admin",
+    params(
+        ("id" = Uuid, Path, description = "user id"),
+    ),
+    responses(
+        (status = 200, description = "streams end within a second", body = Closed),
+        (status = 404, description = "malformed id", body = ErrorBody),
+        (status = 403, description = "not an admin (or csrf)", body = ErrorBody),
+    ),
+)]
 pub async fn disconnect(
     State(app): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -279,7 +329,21 @@ fn valid_room_name(name: &str) -> bool {
 
 /// `PUT /api/admin/rooms/{room}/members/{user}`: the user receives the
 /// room's events from now on, live and on resume.
-#[utoipa::path(put, path = "/api/admin/rooms/{room}/members/{user}", tag = "admin", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("room" = String, Path, pattern = "^[A-Za-z0-9:_.-]{1,64}$", description = "room name"), ("user" = Uuid, Path, description = "user id")), responses((status = 204, description = "joined"), (status = 404, description = "no such user", body = ErrorBody), (status = 422, description = "bad room name", body = ErrorBody), (status = 403, description = "not an admin (or csrf)", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    put,
+    path = "/api/admin/rooms/{room}/members/{user}",
+    tag = "admin",
+    params(
+        ("room" = String, Path, pattern = "^[A-Za-z0-9:_.-]{1,64}$", description = "room name"),
+        ("user" = Uuid, Path, description = "user id"),
+    ),
+    responses(
+        (status = 204, description = "joined"),
+        (status = 404, description = "no such user", body = ErrorBody),
+        (status = 422, description = "bad room name", body = ErrorBody),
+        (status = 403, description = "not an admin (or csrf)", body = ErrorBody),
+    ),
+)]
 pub async fn join_room(
     State(app): State<AppState>,
     AdminUser(_admin): AdminUser,
@@ -312,7 +376,21 @@ pub async fn join_room(
 }
 
 /// `DELETE /api/admin/rooms/{room}/members/{user}`: no room events after this.
-#[utoipa::path(delete, path = "/api/admin/rooms/{room}/members/{user}", tag = "admin", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("room" = String, Path, pattern = "^[A-Za-z0-9:_.-]{1,64}$", description = "room name"), ("user" = Uuid, Path, description = "user id")), responses((status = 204, description = "left (or was not a member)"), (status = 404, description = "malformed user id", body = ErrorBody), (status = 422, description = "bad room name", body = ErrorBody), (status = 403, description = "not an admin (or csrf)", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    delete,
+    path = "/api/admin/rooms/{room}/members/{user}",
+    tag = "admin",
+    params(
+        ("room" = String, Path, pattern = "^[A-Za-z0-9:_.-]{1,64}$", description = "room name"),
+        ("user" = Uuid, Path, description = "user id"),
+    ),
+    responses(
+        (status = 204, description = "left (or was not a member)"),
+        (status = 404, description = "malformed user id", body = ErrorBody),
+        (status = 422, description = "bad room name", body = ErrorBody),
+        (status = 403, description = "not an admin (or csrf)", body = ErrorBody),
+    ),
+)]
 pub async fn leave_room(
     State(app): State<AppState>,
     AdminUser(_admin): AdminUser,

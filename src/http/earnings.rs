@@ -43,7 +43,35 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/earnings", operation_id = "listEarnings", tag = "earnings", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("from" = Option<String>, Query, nullable = false, format = Date, description = "earliest date, YYYY-MM-DD"), ("to" = Option<String>, Query, nullable = false, format = Date, description = "latest date, YYYY-MM-DD"), ("platformId" = Option<Uuid>, Query, nullable = false, description = "only this platform's earnings"), ("limit" = Option<i64>, Query, nullable = false, minimum = 1, maximum = 100, description = "page size; default 50"), ("cursor" = Option<String>, Query, nullable = false, description = "`nextCursor` of the previous page")), responses((status = 200, description = "newest date first; header EarnTrack-Event-Cursor", body = EarningList, headers(("EarnTrack-Event-Cursor" = String, description = "stream position read with this data"))), (status = 400, description = "bad query", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/earnings",
+    operation_id = "listEarnings",
+    tag = "earnings",
+    params(
+        ("from" = Option<String>, Query, nullable = false, format = Date, description = "earliest date, YYYY-MM-DD"),
+        ("to" = Option<String>, Query, nullable = false, format = Date, description = "latest date, YYYY-MM-DD"),
+        ("platformId" = Option<Uuid>, Query, nullable = false, description = "only this platform's earnings"),
+        (
+            "limit" = Option<i64>,
+            Query,
+            nullable = false,
+            minimum = 1,
+            maximum = 100,
+            description = "page size; default 50",
+        ),
+        ("cursor" = Option<String>, Query, nullable = false, description = "`nextCursor` of the previous page"),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "newest date first; header EarnTrack-Event-Cursor",
+            body = EarningList,
+            headers(("EarnTrack-Event-Cursor" = String, description = "stream position read with this data")),
+        ),
+        (status = 400, description = "bad query", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(app): State<AppState>,
     me: AuthUser,
@@ -128,7 +156,19 @@ fn decode_page_cursor(c: &str) -> Option<(String, i64, String)> {
     Some((date, created, id))
 }
 
-#[utoipa::path(get, path = "/api/earnings/{id}", operation_id = "getEarning", tag = "earnings", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("id" = Uuid, Path, description = "earning id")), responses((status = 200, body = EarningView), (status = 404, description = "missing or not yours", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/earnings/{id}",
+    operation_id = "getEarning",
+    tag = "earnings",
+    params(
+        ("id" = Uuid, Path, description = "earning id"),
+    ),
+    responses(
+        (status = 200, body = EarningView),
+        (status = 404, description = "missing or not yours", body = ErrorBody),
+    ),
+)]
 pub async fn show(
     State(app): State<AppState>,
     me: AuthUser,
@@ -141,7 +181,36 @@ pub async fn show(
     Ok(Json(earning.to_json()))
 }
 
-#[utoipa::path(post, path = "/api/earnings", operation_id = "createEarning", tag = "earnings", security(("bearer" = []), ("query" = []), ("cookie" = [])), request_body = NewEarningRequest, params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, description = "a retry with the same key returns the first response")), responses((status = 201, description = "created; publishes earnings:new then a notification", body = EarningView, headers(("Idempotent-Replayed" = String, description = "`true` on the stored answer to an earlier request with the same Idempotency-Key"))), (status = 409, description = "concurrent idempotent retry", body = ErrorBody), (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody), (status = 400, description = "unparseable JSON or not an object", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not a JSON content type", body = ErrorBody), (status = 422, description = "validation failed", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/earnings",
+    operation_id = "createEarning",
+    tag = "earnings",
+    request_body = NewEarningRequest,
+    params(
+        (
+            "Idempotency-Key" = Option<String>,
+            Header,
+            nullable = false,
+            min_length = 1,
+            max_length = 255,
+            description = "a retry with the same key returns the first response",
+        ),
+    ),
+    responses(
+        (
+            status = 201,
+            description = "created; publishes earnings:new then a notification",
+            body = EarningView,
+            headers((
+                "Idempotent-Replayed" = String,
+                description = "`true` on the stored answer to an earlier request with the same Idempotency-Key"
+            )),
+        ),
+        (status = 409, description = "concurrent idempotent retry", body = ErrorBody),
+        (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(app): State<AppState>,
     me: AuthUser,
@@ -221,7 +290,25 @@ fn replayed((status, body): (i64, String)) -> Response {
     response
 }
 
-#[utoipa::path(patch, path = "/api/earnings/{id}", operation_id = "updateEarning", tag = "earnings", security(("bearer" = []), ("query" = []), ("cookie" = [])), request_body = EarningPatchRequest, params(("id" = Uuid, Path, description = "earning id")), responses((status = 200, description = "updated; publishes earnings:updated then a notification when something changed", body = EarningView), (status = 404, description = "missing or not yours", body = ErrorBody), (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody), (status = 400, description = "unparseable JSON or not an object", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not a JSON content type", body = ErrorBody), (status = 422, description = "validation failed", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    patch,
+    path = "/api/earnings/{id}",
+    operation_id = "updateEarning",
+    tag = "earnings",
+    request_body = EarningPatchRequest,
+    params(
+        ("id" = Uuid, Path, description = "earning id"),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "updated; publishes earnings:updated then a notification when something changed",
+            body = EarningView,
+        ),
+        (status = 404, description = "missing or not yours", body = ErrorBody),
+        (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody),
+    ),
+)]
 pub async fn update(
     State(app): State<AppState>,
     me: AuthUser,
@@ -258,7 +345,20 @@ pub async fn update(
     Ok(Json(earning.to_json()))
 }
 
-#[utoipa::path(delete, path = "/api/earnings/{id}", operation_id = "deleteEarning", tag = "earnings", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("id" = Uuid, Path, description = "earning id")), responses((status = 204, description = "deleted; publishes earnings:deleted then a notification"), (status = 404, description = "missing or not yours", body = ErrorBody), (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    delete,
+    path = "/api/earnings/{id}",
+    operation_id = "deleteEarning",
+    tag = "earnings",
+    params(
+        ("id" = Uuid, Path, description = "earning id"),
+    ),
+    responses(
+        (status = 204, description = "deleted; publishes earnings:deleted then a notification"),
+        (status = 404, description = "missing or not yours", body = ErrorBody),
+        (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody),
+    ),
+)]
 pub async fn remove(
     State(app): State<AppState>,
     me: AuthUser,

@@ -34,7 +34,33 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/notifications", operation_id = "listNotifications", tag = "notifications", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("unread" = Option<bool>, Query, nullable = false, description = "true: only unread ones"), ("limit" = Option<i64>, Query, nullable = false, minimum = 1, maximum = 100, description = "page size; default 50"), ("cursor" = Option<String>, Query, nullable = false, description = "`nextCursor` of the previous page")), responses((status = 200, description = "newest first; header EarnTrack-Event-Cursor", body = NotificationList, headers(("EarnTrack-Event-Cursor" = String, description = "stream position read with this data"))), (status = 400, description = "bad query", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/notifications",
+    operation_id = "listNotifications",
+    tag = "notifications",
+    params(
+        ("unread" = Option<bool>, Query, nullable = false, description = "true: only unread ones"),
+        (
+            "limit" = Option<i64>,
+            Query,
+            nullable = false,
+            minimum = 1,
+            maximum = 100,
+            description = "page size; default 50",
+        ),
+        ("cursor" = Option<String>, Query, nullable = false, description = "`nextCursor` of the previous page"),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "newest first; header EarnTrack-Event-Cursor",
+            body = NotificationList,
+            headers(("EarnTrack-Event-Cursor" = String, description = "stream position read with this data")),
+        ),
+        (status = 400, description = "bad query", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(app): State<AppState>,
     me: AuthUser,
@@ -99,7 +125,20 @@ pub async fn list(
 }
 
 /// Marks read and tells every stream of this user, so other tabs clear it.
-#[utoipa::path(post, path = "/api/notifications/{id}/read", operation_id = "markNotificationRead", tag = "notifications", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("id" = Uuid, Path, description = "notification id")), responses((status = 204, description = "marked read; publishes notification:read"), (status = 404, description = "missing or not yours", body = ErrorBody), (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/notifications/{id}/read",
+    operation_id = "markNotificationRead",
+    tag = "notifications",
+    params(
+        ("id" = Uuid, Path, description = "notification id"),
+    ),
+    responses(
+        (status = 204, description = "marked read; publishes notification:read"),
+        (status = 404, description = "missing or not yours", body = ErrorBody),
+        (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody),
+    ),
+)]
 pub async fn mark_read(
     State(app): State<AppState>,
     me: AuthUser,

@@ -44,11 +44,77 @@ const ALWAYS_PRESENT: &[(&str, &[&str])] = &[
     ("NotificationView", &["duration"]),
 ];
 
+/// Operations anyone may call; every other one takes a token (any of the
+/// three schemes) and may answer the shared auth errors.
+const PUBLIC_OPERATIONS: &[&str] = &["register", "login", "logout", "healthz", "readyz"];
+
+/// Answers every authenticated operation may give, declared once here
+/// rather than on each handler.
+const AUTH_ERRORS: &[(&str, &str)] = &[
+    ("401", "missing, invalid or expired token"),
+    ("429", "rate limited"),
+    ("503", "database unavailable"),
+];
+
+/// Answers every operation with a JSON request body may give.
+const BODY_ERRORS: &[(&str, &str)] = &[
+    ("400", "unparseable JSON or not an object"),
+    ("413", "body too large"),
+    ("415", "not a JSON content type"),
+    ("422", "validation failed"),
+];
+
+/// The security requirement and the shared error answers, set once for the
+/// whole document: a handler's attribute names only what is its own (an
+/// answer it declares itself wins over the shared one).
+fn shared_answers(doc: &mut Value) {
+    let error = |description: &str| {
+        json!({
+            "description": description,
+            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } }
+        })
+    };
+    let security = json!([{ "bearer": [] }, { "query": [] }, { "cookie": [] }]);
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    let operations = paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(Value::as_object_mut);
+    for operation in operations {
+        let public = operation
+            .get("operationId")
+            .and_then(Value::as_str)
+            .is_some_and(|id| PUBLIC_OPERATIONS.contains(&id));
+        let mut shared: Vec<(&str, &str)> = Vec::new();
+        if !public {
+            operation.insert("security".into(), security.clone());
+            shared.extend(AUTH_ERRORS);
+        }
+        if operation.contains_key("requestBody") {
+            shared.extend(BODY_ERRORS);
+        }
+        if let Some(responses) = operation
+            .get_mut("responses")
+            .and_then(Value::as_object_mut)
+        {
+            for (status, description) in shared {
+                responses
+                    .entry(status)
+                    .or_insert_with(|| error(description));
+            }
+        }
+    }
+}
+
 /// What the attributes cannot express:
 /// - every 429 and every 503 error answer carries `Retry-After` (seconds);
 /// - the headers of `ALWAYS_SENT_HEADERS` are `required`;
 /// - the nullable fields of `ALWAYS_PRESENT` are `required`.
 fn finish(doc: &mut Value) {
+    shared_answers(doc);
     let retry_after = json!({
         "description": "seconds to wait before retrying",
         "schema": { "type": "integer", "minimum": 1 }

@@ -18,13 +18,28 @@ pub fn router() -> Router<AppState> {
 }
 
 /// 200 while the process runs.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Status)))]
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, body = Status),
+    ),
+)]
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
 /// 200 when the database answers and we are not shutting down.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Status), (status = 503, description = "database or cluster listener unreachable, or shutting down", body = Status)))]
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, body = Status),
+        (status = 503, description = "database or cluster listener unreachable, or shutting down", body = Status),
+    ),
+)]
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     if app.shutdown.is_cancelled() {
         return (

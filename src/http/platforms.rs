@@ -22,14 +22,33 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/platforms", get(list).post(create))
 }
 
-#[utoipa::path(get, path = "/api/platforms", operation_id = "listPlatforms", tag = "earnings", security(("bearer" = []), ("query" = []), ("cookie" = [])), responses((status = 200, body = PlatformList), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/platforms",
+    operation_id = "listPlatforms",
+    tag = "earnings",
+    responses(
+        (status = 200, body = PlatformList),
+    ),
+)]
 pub async fn list(State(app): State<AppState>, me: AuthUser) -> ApiResult<Json<PlatformList>> {
     let mut conn = app.db.read.acquire().await?;
     let items = platforms::list(&mut conn, me.id).await?;
     Ok(Json(PlatformList { items }))
 }
 
-#[utoipa::path(post, path = "/api/platforms", operation_id = "createPlatform", tag = "earnings", security(("bearer" = []), ("query" = []), ("cookie" = [])), request_body = NewPlatformRequest, responses((status = 201, description = "created; publishes platforms:new", body = Platform), (status = 409, description = "name taken", body = ErrorBody), (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody), (status = 400, description = "unparseable JSON or not an object", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not a JSON content type", body = ErrorBody), (status = 422, description = "validation failed", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/platforms",
+    operation_id = "createPlatform",
+    tag = "earnings",
+    request_body = NewPlatformRequest,
+    responses(
+        (status = 201, description = "created; publishes platforms:new", body = Platform),
+        (status = 409, description = "name taken", body = ErrorBody),
+        (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(app): State<AppState>,
     me: AuthUser,

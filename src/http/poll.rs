@@ -35,7 +35,32 @@ pub struct PollParams {
     topics: Option<String>,
 }
 
-#[utoipa::path(get, path = "/events/poll", tag = "stream", security(("bearer" = []), ("query" = []), ("cookie" = [])), params(("after" = Option<String>, Query, nullable = false, description = "cursor; default: the current position"), ("timeout" = Option<i64>, Query, nullable = false, minimum = 0, maximum = 30, description = "seconds to wait; default 25"), ("topics" = Option<String>, Query, nullable = false, description = "comma-separated: earnings, notifications; default both")), responses((status = 200, description = "events after the cursor (or none after the timeout)", body = PollBody), (status = 400, description = "bad query", body = ErrorBody), (status = 401, description = "missing, invalid or expired token", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody), (status = 503, description = "database unavailable", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/events/poll",
+    tag = "stream",
+    params(
+        ("after" = Option<String>, Query, nullable = false, description = "cursor; default: the current position"),
+        (
+            "timeout" = Option<i64>,
+            Query,
+            nullable = false,
+            minimum = 0,
+            maximum = 30,
+            description = "seconds to wait; default 25",
+        ),
+        (
+            "topics" = Option<String>,
+            Query,
+            nullable = false,
+            description = "comma-separated: earnings, notifications; default both",
+        ),
+    ),
+    responses(
+        (status = 200, description = "events after the cursor (or none after the timeout)", body = PollBody),
+        (status = 400, description = "bad query", body = ErrorBody),
+    ),
+)]
 pub async fn poll(
     State(app): State<AppState>,
     me: AuthUser,
