@@ -173,12 +173,12 @@ pub async fn show(
     State(app): State<AppState>,
     me: AuthUser,
     IdPath(id): IdPath,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EarningView>> {
     let mut conn = app.db.read.acquire().await?;
     let earning = earnings::get(&mut conn, me.id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(earning.to_json()))
+    Ok(Json(earning.view()))
 }
 
 #[utoipa::path(
@@ -314,7 +314,7 @@ pub async fn update(
     me: AuthUser,
     IdPath(id): IdPath,
     JsonObject(body): JsonObject,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EarningView>> {
     let patch = EarningPatch::parse(&body).map_err(ApiError::Validation)?;
     let mut tx = app.publisher.begin().await?;
     let old = earnings::get(tx.conn(), me.id, id)
@@ -331,7 +331,7 @@ pub async fn update(
     let (earning, changes) = patch.apply(&old, platform, now_ms());
     if changes.is_empty() {
         // Nothing changed: nothing written, nothing published.
-        return Ok(Json(old.to_json()));
+        return Ok(Json(old.view()));
     }
     earnings::update(tx.conn(), &earning).await?;
     publish_change(
@@ -342,7 +342,7 @@ pub async fn update(
     )
     .await?;
     app.publisher.commit(tx).await?;
-    Ok(Json(earning.to_json()))
+    Ok(Json(earning.view()))
 }
 
 #[utoipa::path(
