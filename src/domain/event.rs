@@ -51,6 +51,23 @@ pub fn valid_event_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_:-".contains(&b))
 }
 
+/// Names of the server's own events, and the prefixes of its resources'
+/// events: an admin or a service publishing one could forge a change, a
+/// notification or a control event (`auth:expired` ends a stream).
+const RESERVED_NAMES: &[&str] = &["connected", "sync:reset", "auth:expired"];
+const RESERVED_PREFIXES: &[&str] = &[
+    "earnings:",
+    "expenses:",
+    "invoices:",
+    "platforms:",
+    "notification",
+];
+
+/// Whether `name` belongs to the server (refused on the admin publish route).
+pub fn is_reserved_event_name(name: &str) -> bool {
+    RESERVED_NAMES.contains(&name) || RESERVED_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct DomainEvent {
     pub name: String,
@@ -158,5 +175,28 @@ mod tests {
         assert!(!valid_event_name("Upper"));
         assert!(!valid_event_name("new\nline"));
         assert!(!valid_event_name(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn the_servers_own_event_names_are_reserved() {
+        for name in [
+            "connected",
+            "sync:reset",
+            "auth:expired",
+            "earnings:new",
+            "notification",
+            "notification:read",
+        ] {
+            assert!(is_reserved_event_name(name), "{name}");
+        }
+        for name in [
+            "deploy:done",
+            "earning",
+            "connected2",
+            "room:msg",
+            "platform",
+        ] {
+            assert!(!is_reserved_event_name(name), "{name}");
+        }
     }
 }

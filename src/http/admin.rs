@@ -20,7 +20,7 @@ use super::extract::{IdPath, JsonObject};
 use super::{no_content, AppState};
 use crate::db::users::{self, KnownUsers};
 use crate::db::{notifications, rooms};
-use crate::domain::event::{valid_event_name, DomainEvent};
+use crate::domain::event::{is_reserved_event_name, valid_event_name, DomainEvent};
 use crate::domain::input::Fields;
 use crate::domain::notification::NewNotification;
 use crate::domain::stream::StreamKey;
@@ -182,8 +182,14 @@ pub async fn emit(
     let name = f.required("event", |v| {
         v.as_str()
             .filter(|s| valid_event_name(s))
-            .map(str::to_owned)
             .ok_or("must match [a-z0-9:_-]{1,64}")
+            .and_then(|s| {
+                if is_reserved_event_name(s) {
+                    Err("is one of the server's own event names")
+                } else {
+                    Ok(s.to_owned())
+                }
+            })
     });
     let target = f.required("target", |v| {
         parse_target(v.as_object().ok_or("must be an object")?)

@@ -8,7 +8,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::spawn_app;
+use reqwest::StatusCode;
+
+use crate::helpers::{assert_api_error, spawn_app};
 
 #[tokio::test]
 async fn a_jwt_secret_under_32_bytes_is_refused_at_start_up_with_a_clear_message() {
@@ -124,4 +126,42 @@ async fn a_lean_http_1_1_stream_says_connection_close() {
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("\r\nconnection: close"), "{head}");
     assert!(head.contains("\r\ntransfer-encoding: chunked"), "{head}");
+}
+
+#[tokio::test]
+async fn an_admin_event_may_not_use_the_servers_own_event_names() {
+    // Arrange
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let alice = app.user().await;
+    let (mut stream, _) = app.stream_connected(&alice).await;
+
+    // Act and Assert: each reserved name is a validation error naming the field.
+    for name in [
+        "connected",
+        "sync:reset",
+        "auth:expired",
+        "earnings:new",
+        "expenses:new",
+        "invoices:updated",
+        "platforms:new",
+        "notification",
+        "notification:read",
+    ] {
+        let body = serde_json::json!({"target": {"user": alice.id}, "event": name, "data": {}});
+        let res = app.post("/api/admin/events", &admin.token, body).await;
+        let error =
+            assert_api_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert!(
+            error["error"]["fields"]["event"].is_string(),
+            "{name}: {error}"
+        );
+    }
+    // A name of the admin's own still goes through, and nothing forged came before it.
+    let body =
+        serde_json::json!({"target": {"user": alice.id}, "event": "deploy:done", "data": {}});
+    let res = app.post("/api/admin/events", &admin.token, body).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let (event, _) = stream.expect("deploy:done").await;
+    assert_eq!(event.event, "deploy:done");
 }
