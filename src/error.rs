@@ -172,3 +172,32 @@ pub struct ErrorDetail {
     #[schema(nullable = false)]
     pub fields: Option<std::collections::BTreeMap<String, String>>,
 }
+
+/// The answers every authenticated operation may give, named once here and
+/// listed in each such operation's `responses(...)`. Never built: it exists
+/// for the OpenAPI document only (`openapi::finish` adds `Retry-After`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum AuthErrors {
+    #[response(status = 401, description = "missing, invalid or expired token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 429, description = "rate limited")]
+    RateLimited(ErrorBody),
+    #[response(status = 503, description = "database unavailable")]
+    Unavailable(ErrorBody),
+}
+
+/// The answers every operation with a JSON request body may give. Never
+/// built, like `AuthErrors`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyErrors {
+    #[response(status = 400, description = "unparseable JSON or not an object")]
+    BadJson(ErrorBody),
+    #[response(status = 413, description = "body too large")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "not a JSON content type")]
+    NotJson(ErrorBody),
+    #[response(status = 422, description = "validation failed")]
+    Invalid(ErrorBody),
+}

@@ -23,8 +23,8 @@ use crate::auth::COOKIE;
 use crate::db::{is_unique_violation, users};
 use crate::domain::input::{self, Fields};
 use crate::domain::time::now_ms;
-use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
+use crate::error::{AuthErrors, BodyErrors, ErrorBody};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -39,7 +39,9 @@ pub fn router() -> Router<AppState> {
     path = "/api/auth/register",
     tag = "accounts",
     request_body = RegisterRequest,
+    security(),
     responses(
+        BodyErrors,
         (
             status = 201,
             description = "registered; sets the earntrack_token cookie",
@@ -82,7 +84,9 @@ pub async fn register(
     path = "/api/auth/login",
     tag = "accounts",
     request_body = LoginRequest,
+    security(),
     responses(
+        BodyErrors,
         (
             status = 200,
             description = "logged in; sets the earntrack_token cookie",
@@ -127,6 +131,7 @@ pub async fn login(
     path = "/api/auth/refresh",
     tag = "accounts",
     responses(
+        AuthErrors,
         (
             status = 200,
             description = "a fresh token and cookie",
@@ -148,6 +153,7 @@ pub async fn refresh(State(app): State<AppState>, me: AuthUser) -> ApiResult<Res
     post,
     path = "/api/auth/logout",
     tag = "accounts",
+    security(),
     responses(
         (
             status = 204,

@@ -25,8 +25,8 @@ use crate::domain::input::Fields;
 use crate::domain::notification::NewNotification;
 use crate::domain::stream::StreamKey;
 use crate::domain::time::now_ms;
-use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
+use crate::error::{AuthErrors, BodyErrors, ErrorBody};
 use crate::push::broker::Control;
 use crate::push::WriteTx;
 
@@ -95,6 +95,8 @@ async fn check_users(
     tag = "admin",
     request_body = AdminNotificationRequest,
     responses(
+        AuthErrors,
+        BodyErrors,
         (status = 202, body = Accepted),
         (status = 403, description = "not an admin (or csrf)", body = ErrorBody),
     ),
@@ -169,6 +171,8 @@ pub async fn notify(
     tag = "admin",
     request_body = AdminEventRequest,
     responses(
+        AuthErrors,
+        BodyErrors,
         (status = 202, body = Accepted),
         (status = 403, description = "not an admin (or csrf)", body = ErrorBody),
     ),
@@ -256,6 +260,7 @@ fn parse_target(t: &Map<String, Value>) -> Result<Recipients, &'static str> {
     path = "/api/admin/connections",
     tag = "admin",
     responses(
+        AuthErrors,
         (status = 200, description = "open streams on every server", body = Connections),
         (status = 403, description = "not an admin (or csrf)", body = ErrorBody),
     ),
@@ -284,6 +289,7 @@ pub async fn connections(
         ("id" = Uuid, Path, description = "user id"),
     ),
     responses(
+        AuthErrors,
         (status = 200, body = UserConnections),
         (status = 404, description = "malformed id", body = ErrorBody),
         (status = 403, description = "not an admin (or csrf)", body = ErrorBody),
@@ -310,6 +316,7 @@ pub async fn user_connections(
         ("id" = Uuid, Path, description = "user id"),
     ),
     responses(
+        AuthErrors,
         (status = 200, description = "streams end within a second", body = Closed),
         (status = 404, description = "malformed id", body = ErrorBody),
         (status = 403, description = "not an admin (or csrf)", body = ErrorBody),
@@ -344,6 +351,7 @@ fn valid_room_name(name: &str) -> bool {
         ("user" = Uuid, Path, description = "user id"),
     ),
     responses(
+        AuthErrors,
         (status = 204, description = "joined"),
         (status = 404, description = "no such user", body = ErrorBody),
         (status = 422, description = "bad room name", body = ErrorBody),
@@ -391,6 +399,7 @@ pub async fn join_room(
         ("user" = Uuid, Path, description = "user id"),
     ),
     responses(
+        AuthErrors,
         (status = 204, description = "left (or was not a member)"),
         (status = 404, description = "malformed user id", body = ErrorBody),
         (status = 422, description = "bad room name", body = ErrorBody),

@@ -19,8 +19,8 @@ use crate::domain::earning::{Earning, EarningPatch, EarningView, NewEarning};
 use crate::domain::event::{earning_notification, DomainEvent, EarningChange};
 use crate::domain::stream::StreamKey;
 use crate::domain::time::{now_ms, parse_date};
-use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
+use crate::error::{AuthErrors, BodyErrors, ErrorBody};
 use crate::push::WriteTx;
 
 pub const CURSOR_HEADER: HeaderName = HeaderName::from_static("earntrack-event-cursor");
@@ -63,6 +63,7 @@ pub struct ListParams {
         ("cursor" = Option<String>, Query, nullable = false, description = "`nextCursor` of the previous page"),
     ),
     responses(
+        AuthErrors,
         (
             status = 200,
             description = "newest date first; header EarnTrack-Event-Cursor",
@@ -165,6 +166,7 @@ fn decode_page_cursor(c: &str) -> Option<(String, i64, String)> {
         ("id" = Uuid, Path, description = "earning id"),
     ),
     responses(
+        AuthErrors,
         (status = 200, body = EarningView),
         (status = 404, description = "missing or not yours", body = ErrorBody),
     ),
@@ -198,6 +200,8 @@ pub async fn show(
         ),
     ),
     responses(
+        AuthErrors,
+        BodyErrors,
         (
             status = 201,
             description = "created; publishes earnings:new then a notification",
@@ -300,6 +304,8 @@ fn replayed((status, body): (i64, String)) -> Response {
         ("id" = Uuid, Path, description = "earning id"),
     ),
     responses(
+        AuthErrors,
+        BodyErrors,
         (
             status = 200,
             description = "updated; publishes earnings:updated then a notification when something changed",
@@ -354,6 +360,7 @@ pub async fn update(
         ("id" = Uuid, Path, description = "earning id"),
     ),
     responses(
+        AuthErrors,
         (status = 204, description = "deleted; publishes earnings:deleted then a notification"),
         (status = 404, description = "missing or not yours", body = ErrorBody),
         (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody),

@@ -17,8 +17,8 @@ use crate::db::notifications;
 use crate::domain::event::DomainEvent;
 use crate::domain::stream::StreamKey;
 use crate::domain::time::{now_ms, rfc3339};
-use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
+use crate::error::{AuthErrors, ErrorBody};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -52,6 +52,7 @@ pub struct ListParams {
         ("cursor" = Option<String>, Query, nullable = false, description = "`nextCursor` of the previous page"),
     ),
     responses(
+        AuthErrors,
         (
             status = 200,
             description = "newest first; header EarnTrack-Event-Cursor",
@@ -134,6 +135,7 @@ pub async fn list(
         ("id" = Uuid, Path, description = "notification id"),
     ),
     responses(
+        AuthErrors,
         (status = 204, description = "marked read; publishes notification:read"),
         (status = 404, description = "missing or not yours", body = ErrorBody),
         (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody),

@@ -22,6 +22,7 @@ pub fn router() -> Router<AppState> {
     get,
     path = "/healthz",
     tag = "operations",
+    security(),
     responses(
         (status = 200, body = Status),
     ),
@@ -35,6 +36,7 @@ pub async fn healthz() -> impl IntoResponse {
     get,
     path = "/readyz",
     tag = "operations",
+    security(),
     responses(
         (status = 200, body = Status),
         (status = 503, description = "database or cluster listener unreachable, or shutting down", body = Status),

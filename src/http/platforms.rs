@@ -15,8 +15,8 @@ use crate::domain::earning::{NewPlatform, Platform};
 use crate::domain::event::DomainEvent;
 use crate::domain::stream::StreamKey;
 use crate::domain::time::now_ms;
-use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
+use crate::error::{AuthErrors, BodyErrors, ErrorBody};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/platforms", get(list).post(create))
@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
     operation_id = "listPlatforms",
     tag = "earnings",
     responses(
+        AuthErrors,
         (status = 200, body = PlatformList),
     ),
 )]
@@ -44,6 +45,8 @@ pub async fn list(State(app): State<AppState>, me: AuthUser) -> ApiResult<Json<P
     tag = "earnings",
     request_body = NewPlatformRequest,
     responses(
+        AuthErrors,
+        BodyErrors,
         (status = 201, description = "created; publishes platforms:new", body = Platform),
         (status = 409, description = "name taken", body = ErrorBody),
         (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody),

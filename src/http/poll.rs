@@ -16,8 +16,8 @@ use super::extract::AuthUser;
 use super::sse::subscribe_error;
 use super::AppState;
 use crate::domain::time::{now_ms, rfc3339};
-use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
+use crate::error::{AuthErrors, ErrorBody};
 use crate::push::{Feed, Item, Opening, SubscriberKind, TopicFilter};
 
 /// Most events one answer carries; the client polls again for the rest.
@@ -57,6 +57,7 @@ pub struct PollParams {
         ),
     ),
     responses(
+        AuthErrors,
         (status = 200, description = "events after the cursor (or none after the timeout)", body = PollBody),
         (status = 400, description = "bad query", body = ErrorBody),
     ),
