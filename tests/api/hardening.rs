@@ -2,7 +2,6 @@
 //! stay bounded whatever method a client sends, and the lean stream path
 //! says that it closes the connection.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -11,38 +10,28 @@ use tokio::net::TcpStream;
 use reqwest::StatusCode;
 
 use crate::helpers::{assert_api_error, spawn_app};
+use crate::kit::process::Process;
 
 #[tokio::test]
 async fn a_jwt_secret_under_32_bytes_is_refused_at_start_up_with_a_clear_message() {
     // Arrange
     let dir = tempfile::tempdir().unwrap();
-    for secret in ["", "short", "0123456789abcdef0123456789abcde"] {
+    let database = format!("sqlite://{}", dir.path().join("s.db").display());
+    for secret in ["", "weak-jwt-secret", "0123456789abcdef0123456789abcde"] {
         // Act
-        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_earntrack"))
-            .env_clear()
-            .env("EARNTRACK_ADDR", "127.0.0.1:0")
-            .env(
-                "DATABASE_URL",
-                format!("sqlite://{}", dir.path().join("s.db").display()),
-            )
-            .env("JWT_SECRET", secret)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(20), run)
-            .await
-            .expect("a refused server exits at once")
-            .unwrap();
+        let mut server = Process::spawn(
+            "weak-secret",
+            &[("DATABASE_URL", &database), ("JWT_SECRET", secret)],
+        );
+        let status = server.exits_within(Duration::from_secs(20)).await;
 
         // Assert
         assert!(
-            !output.status.success(),
+            !status.success(),
             "started with a {}-byte secret",
             secret.len()
         );
-        let said = String::from_utf8_lossy(&output.stderr).to_string()
-            + &String::from_utf8_lossy(&output.stdout);
+        let said = server.output();
         assert!(
             said.contains("JWT_SECRET") && said.contains("at least 32"),
             "no clear message: {said}"
@@ -70,15 +59,7 @@ async fn unknown_request_methods_share_one_metric_label() {
         let mut answer = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
     }
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
 
     // Assert (the recorder is process-wide: other tests' series are there too)
     let series: Vec<&str> = text
