@@ -57,11 +57,13 @@ run idle-1k        idle    --streams 1000  --users 1000  --hold-s 30
 run idle-5k        idle    --streams 5000  --users 5000  --hold-s 30
 run idle-10k       idle    --streams 10000 --users 10000 --hold-s 30
 run idle-19k       idle    --streams 19000 --users 10000 --hold-s 30
+run idle-10k-gzip  idle    --streams 10000 --users 10000 --hold-s 30 --gzip
 run fanout-burst-1k fanout --streams 1000  --users 1000  --events 20
 run fanout-burst-5k fanout --streams 5000  --users 5000  --events 20
 run fanout-burst   fanout  --streams 10000 --users 10000 --events 20
 run fanout-500ms   fanout  --streams 10000 --users 10000 --events 20 --interval-ms 500
 run unicast-admin  unicast --streams 5000  --users 5000  --rate 1000 --duration-s 10 --via admin-event
 run unicast-rest   unicast --streams 5000  --users 5000  --rate 1000 --duration-s 10 --via earnings
+run unicast-rest-gzip unicast --streams 5000 --users 5000 --rate 1000 --duration-s 10 --via earnings --gzip
 stop_server
 "$release/earntrack-bench" plot --input "$BENCH_DIR/results.jsonl" --output docs/bench.svg

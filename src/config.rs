@@ -134,6 +134,11 @@ pub struct Config {
     #[arg(long, env = "EARNTRACK_COOKIE_SECURE", default_value_t = false)]
     pub cookie_secure: bool,
 
+    /// Compress a stream with gzip when its request accepts it (each event
+    /// decodable at once; see `http::gzip`). `false`: streams stay plain.
+    #[arg(long, env = "EARNTRACK_STREAM_COMPRESSION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub stream_compression: bool,
+
     /// Log format: `text` or `json`. The level comes from `RUST_LOG`.
     #[arg(long, env = "EARNTRACK_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

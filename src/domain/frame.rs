@@ -4,6 +4,7 @@
 //! per-subscriber `id:` line is written per stream.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -27,6 +28,9 @@ pub struct Frame {
     pub envelope: String,
     /// `event: <name>\ndata: <envelope>\n\n`, shared by all subscribers.
     pub sse: Bytes,
+    /// `sse` as self-contained DEFLATE blocks, made by the first compressed
+    /// stream that delivers the frame and shared by the others.
+    pub deflated: OnceLock<Bytes>,
 }
 
 impl Frame {
@@ -55,6 +59,7 @@ impl Frame {
             name,
             envelope,
             sse: Bytes::from(sse),
+            deflated: OnceLock::new(),
         }
     }
 }

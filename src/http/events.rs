@@ -65,7 +65,9 @@ async fn stream(
 ) -> ApiResult<Response> {
     let filter = params.filter()?;
     let resume = params.resume(&headers);
-    let mut session = Session::open(&app, &me, filter, resume).await?;
+    let gzip = super::gzip::accepted(&headers);
+    let mut session = Session::open(&app, &me, filter, resume, gzip).await?;
+    let compressed = session.compressed();
     let body = Body::from_stream(async_stream::stream! {
         while let Some(chunk) = session.next_chunk().await {
             yield Ok::<_, Infallible>(Bytes::from(chunk));
@@ -73,6 +75,12 @@ async fn stream(
     });
     let mut response = Response::new(body);
     for (name, value) in sse::HEADERS {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    if compressed {
+        let (name, value) = sse::GZIP_HEADER;
         response
             .headers_mut()
             .insert(name, HeaderValue::from_static(value));

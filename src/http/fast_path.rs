@@ -28,7 +28,7 @@ use tracing::Instrument;
 
 use super::events::StreamParams;
 use super::extract::{ApiQuery, AuthUser};
-use super::sse::{Session, HEADERS};
+use super::sse::{Session, GZIP_HEADER, HEADERS};
 use super::AppState;
 use crate::net::WriteDeadline;
 
@@ -63,7 +63,8 @@ pub async fn accept(app: &AppState, tcp: &TcpStream) -> Option<Accepted> {
         .ok()?;
     let filter = params.filter().ok()?;
     let resume = params.resume(&parts.headers);
-    let session = Session::open(app, &me, filter, resume).await.ok()?;
+    let gzip = super::gzip::accepted(&parts.headers);
+    let session = Session::open(app, &me, filter, resume, gzip).await.ok()?;
     Some(Accepted {
         session,
         head_len,
@@ -155,7 +156,7 @@ impl Accepted {
         super::record_request("GET", "/events", 200, self.started.elapsed());
         // The head goes out with the first chunk (the opening bytes, ready
         // at once).
-        let mut wire = response_head(self.http10);
+        let mut wire = response_head(self.http10, self.session.compressed());
         if let Some(opening) = self.session.next_chunk().await {
             frame_into(&mut wire, &opening, self.http10);
         }
@@ -186,9 +187,9 @@ impl Accepted {
 }
 
 /// The response head, as the router's handler answers (see `events::stream`).
-fn response_head(http10: bool) -> Vec<u8> {
+fn response_head(http10: bool, gzip: bool) -> Vec<u8> {
     let mut head = String::from("HTTP/1.1 200 OK\r\n");
-    for (name, value) in HEADERS {
+    for (name, value) in HEADERS.into_iter().chain(gzip.then_some(GZIP_HEADER)) {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     // The lean path closes the socket when the stream ends, so it says so:

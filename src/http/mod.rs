@@ -10,6 +10,7 @@ pub mod earnings;
 pub mod events;
 pub mod extract;
 pub mod fast_path;
+pub mod gzip;
 pub mod notifications;
 pub mod openapi;
 pub mod ops;
@@ -29,6 +30,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -82,6 +84,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit))
+        // gzip for JSON (long-polls included) and the web client when asked;
+        // its default predicate leaves `text/event-stream` alone (streams
+        // compress themselves, event by event: `gzip`).
+        .layer(CompressionLayer::new())
         .layer(middleware::from_fn(record_metrics))
         .layer(cors)
         .layer(

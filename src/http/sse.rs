@@ -5,8 +5,9 @@
 //! (`id:` per subscriber + the `event:`/`data:` bytes shared by all),
 //! `: ping` heartbeats, `auth:expired` at the token's `exp`, and a clean end
 //! on force-disconnect or shutdown — counting what it delivers. No
-//! compression and no buffering: each chunk is written at once; frames
-//! already queued behind the first go out in the same chunk.
+//! buffering: each chunk is written at once; frames already queued behind
+//! the first go out in the same chunk. A client that asks for gzip gets each
+//! chunk as gzip blocks it can decode at once (`gzip`).
 
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -19,6 +20,7 @@ use tokio::time::Sleep;
 use uuid::Uuid;
 
 use super::extract::AuthUser;
+use super::gzip::Gzip;
 use super::AppState;
 use crate::domain::event::Topic;
 use crate::domain::frame::Frame;
@@ -28,11 +30,16 @@ use crate::push::feed::EndReason;
 use crate::push::{Feed, Item, Opening, SubscribeError, SubscriberKind, TopicFilter};
 
 /// The response headers of a stream, the same on both transports.
-pub const HEADERS: [(&str, &str); 3] = [
+pub const HEADERS: [(&str, &str); 4] = [
     ("content-type", "text/event-stream"),
     ("cache-control", "no-cache, no-transform"),
     ("x-accel-buffering", "no"),
+    // A stream may be compressed or not depending on the request.
+    ("vary", "accept-encoding"),
 ];
+
+/// The header of a compressed stream, after `HEADERS`.
+pub const GZIP_HEADER: (&str, &str) = ("content-encoding", "gzip");
 
 pub fn subscribe_error(err: SubscribeError) -> ApiError {
     match err {
@@ -99,6 +106,9 @@ impl Drop for StreamGuard {
     }
 }
 
+/// The heartbeat, an SSE comment.
+const PING: &[u8] = b": ping\n\n";
+
 /// Most bytes gathered into one write when frames are queued.
 const BATCH_BYTES: usize = 32 * 1024;
 
@@ -117,17 +127,21 @@ pub struct Session {
     expires_at: tokio::time::Instant,
     guard: StreamGuard,
     over: bool,
+    /// `Some` when the body is gzip (the client asked and it is allowed).
+    gzip: Option<Gzip>,
 }
 
 impl Session {
     /// Subscribe and open the feed from `resume` (a cursor), and prepare
     /// the first bytes (`retry:`, `connected`, and `sync:reset` for a cursor
-    /// we cannot honour).
+    /// we cannot honour). `gzip`: the client accepts it (the setting is
+    /// checked here).
     pub async fn open(
         app: &AppState,
         me: &AuthUser,
         filter: TopicFilter,
         resume: Option<String>,
+        gzip: bool,
     ) -> ApiResult<Session> {
         // The per-user limit counts this user's streams on every server.
         let elsewhere = app.presence.elsewhere(me.id).await?;
@@ -163,14 +177,28 @@ impl Session {
             out.extend_from_slice(&control_frame("sync:reset", reset, Some(&cursor)));
         }
         let expires_in = Duration::from_secs((me.exp - now_ms() / 1000).max(0) as u64);
+        let (opening, gzip) = if gzip && app.config.stream_compression {
+            let mut wire = Vec::with_capacity(out.len() + 32);
+            let mut gz = Gzip::start(&mut wire);
+            gz.private(&mut wire, &out);
+            (wire, Some(gz))
+        } else {
+            (out, None)
+        };
         Ok(Session {
             feed,
-            opening: out,
+            opening,
             expiry: None,
             expires_at: tokio::time::Instant::now() + expires_in,
             guard,
             over: false,
+            gzip,
         })
+    }
+
+    /// Whether the body is gzip (`GZIP_HEADER` goes with the response).
+    pub fn compressed(&self) -> bool {
+        self.gzip.is_some()
     }
 
     /// The pump both transports write from: the opening bytes first, then
@@ -199,22 +227,48 @@ impl Session {
                 self.guard.reason = "token expired";
                 self.over = true;
                 let expired = json!({ "reason": "token_expired" });
-                return Some(control_frame("auth:expired", expired, None).to_vec());
+                let expired = control_frame("auth:expired", expired, None);
+                return Some(match self.gzip.take() {
+                    None => expired.to_vec(),
+                    Some(mut gz) => {
+                        let mut out = Vec::with_capacity(expired.len() + 32);
+                        gz.private(&mut out, &expired);
+                        gz.finish(&mut out);
+                        out
+                    }
+                });
             }
             item = self.feed.next() => item,
         };
         let mut out = Vec::new();
+        // The `id:` line of a compressed stream, before it goes into `out`.
+        let mut id = Vec::new();
         let mut delivered_now = [0u64; 4];
         loop {
             match item {
                 Item::Event(frame) => {
                     delivered_now[topic_index(frame.topic)] += 1;
-                    out.extend_from_slice(b"id: ");
-                    self.feed.write_cursor(&mut out);
-                    out.push(b'\n');
-                    out.extend_from_slice(&frame.sse);
+                    match &mut self.gzip {
+                        None => {
+                            out.extend_from_slice(b"id: ");
+                            self.feed.write_cursor(&mut out);
+                            out.push(b'\n');
+                            out.extend_from_slice(&frame.sse);
+                        }
+                        Some(gz) => {
+                            id.clear();
+                            id.extend_from_slice(b"id: ");
+                            self.feed.write_cursor(&mut id);
+                            id.push(b'\n');
+                            gz.private(&mut out, &id);
+                            gz.shared(&mut out, &frame);
+                        }
+                    }
                 }
-                Item::Ping => out.extend_from_slice(b": ping\n\n"),
+                Item::Ping => match &mut self.gzip {
+                    None => out.extend_from_slice(PING),
+                    Some(gz) => gz.ping(&mut out, PING),
+                },
                 Item::End(reason) => {
                     self.guard.reason = match reason {
                         EndReason::Closed => "closed by server",
@@ -231,6 +285,11 @@ impl Session {
             match self.feed.try_next() {
                 Some(next) => item = next,
                 None => break,
+            }
+        }
+        if self.over {
+            if let Some(gz) = self.gzip.take() {
+                gz.finish(&mut out);
             }
         }
         for (topic, n) in delivered_now.into_iter().enumerate() {

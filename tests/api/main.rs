@@ -14,6 +14,7 @@ mod helpers;
 
 mod accounts;
 mod admin;
+mod compression;
 mod earnings;
 mod fast_path;
 mod hardening;

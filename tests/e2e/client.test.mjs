@@ -141,6 +141,7 @@ let pageA;
 let pageB;
 let failed = null;
 const pageLog = [];
+const streamEncodings = [];
 
 before(async () => {
   assert.ok(existsSync(BIN), `server binary not found at ${BIN}: run cargo build first (or set EARNTRACK_BIN)`);
@@ -154,6 +155,12 @@ before(async () => {
   });
   context = await browser.newContext({ viewport: { width: 1280, height: 800 }, baseURL: server.base });
   context.setDefaultTimeout(15_000);
+  // Chromium asks for gzip: the stream's Content-Encoding, per response.
+  context.on('response', (res) => {
+    if (new URL(res.url()).pathname === '/events') {
+      streamEncodings.push(res.headers()['content-encoding'] ?? 'identity');
+    }
+  });
 });
 
 after(async () => {
@@ -226,6 +233,8 @@ step('a new user registers in page A and goes live', async () => {
   await pageA.getByTestId('app-view').waitFor({ state: 'visible' });
   await expectText(pageA.getByTestId('user-name'), 'Erin Tester');
   await expectText(connState(pageA), 'live', { what: 'page A live' });
+  // Every later step's events then travel over a gzip stream.
+  assert.deepEqual([...new Set(streamEncodings)], ['gzip'], 'Chromium streams are gzip');
 });
 
 step('page B in the same browser shares the session and the one stream', async () => {

@@ -58,6 +58,9 @@ pub struct Common {
     /// target: 127.0.0.1..127.0.0.8; otherwise the kernel's choice).
     #[arg(long, value_delimiter = ',')]
     pub source_ips: Vec<IpAddr>,
+    /// Ask for gzip streams (`Accept-Encoding: gzip`) and decode them.
+    #[arg(long)]
+    pub gzip: bool,
     /// Streams being connected at the same time.
     #[arg(long, default_value_t = 500)]
     pub connect_concurrency: usize,

@@ -118,6 +118,7 @@ pub fn base_report(p: &Prepared, mode: &str, variant: &str, threads: usize) -> R
         r.set("publish_url", p.publish.url.clone());
     }
     r.set("streams", p.common.streams);
+    r.set("gzip", p.common.gzip);
     r.set("users", p.users.len());
     r.set("source_ips", p.sources.len().max(1));
     r.set("client_threads", threads);
@@ -165,6 +166,12 @@ pub fn delivery_fields(
         },
     );
     r.set("delivery_span_s", round2(span_s));
+    // What a delivery cost on the wire (framing and any gzip included).
+    r.set("wire_bytes", t.wire_bytes);
+    r.set(
+        "wire_bytes_per_delivery",
+        (t.distinct > 0).then(|| (t.wire_bytes as f64 / t.distinct as f64).round()),
+    );
     latency_fields(r, "", &t.latencies_us);
     r.set("lost", expected.saturating_sub(t.distinct));
     r.set("unexpected", t.distinct.saturating_sub(expected));

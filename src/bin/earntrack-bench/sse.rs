@@ -4,6 +4,7 @@
 //! A stream that the server ends while the run is live resumes with
 //! `Last-Event-ID`, as an EventSource would, and counts the reconnect.
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -50,6 +52,8 @@ pub struct Shared {
 }
 
 pub struct Spec {
+    /// Ask for a gzip body (and decode it).
+    pub gzip: bool,
     /// The server, and its index in `--url`.
     pub target: Arc<Target>,
     pub server: usize,
@@ -74,6 +78,9 @@ pub struct StreamResult {
     pub pings: u32,
     pub other_events: u32,
     pub resets: u32,
+    /// Body bytes read from the socket after `connected` (chunk framing
+    /// and compression included): the cost on the wire of what followed.
+    pub wire_bytes: u64,
 }
 
 /// One SSE frame.
@@ -187,7 +194,11 @@ struct Body {
     tcp: TcpStream,
     raw: Vec<u8>,
     chunked: Option<Chunked>,
+    /// A gzip body's decoder; what it decodes goes to `text`.
+    gzip: Option<flate2::write::GzDecoder<Vec<u8>>>,
     text: Vec<u8>,
+    /// Bytes read since the stream connected.
+    wire: u64,
 }
 
 impl Body {
@@ -197,6 +208,7 @@ impl Body {
         if n == 0 {
             return Ok(false);
         }
+        self.wire += n as u64;
         let more = self.decode()?;
         parser.parse(&mut self.text, out);
         Ok(more)
@@ -204,6 +216,30 @@ impl Body {
 
     /// Move what `raw` holds into `text`; `false` once the body is over.
     fn decode(&mut self) -> anyhow::Result<bool> {
+        let Some(gzip) = &mut self.gzip else {
+            return self.unchunk_into_text();
+        };
+        // Unchunk into `text`, then move it through the decoder and back.
+        let start = self.text.len();
+        let more = match &mut self.chunked {
+            Some(dec) => {
+                let used = dec.decode(&self.raw, &mut self.text)?;
+                self.raw.drain(..used);
+                !dec.done
+            }
+            None => {
+                self.text.append(&mut self.raw);
+                true
+            }
+        };
+        gzip.write_all(&self.text[start..]).context("gzip body")?;
+        gzip.flush().context("gzip body")?;
+        self.text.truncate(start);
+        self.text.append(gzip.get_mut());
+        Ok(more)
+    }
+
+    fn unchunk_into_text(&mut self) -> anyhow::Result<bool> {
         match &mut self.chunked {
             Some(dec) => {
                 let used = dec.decode(&self.raw, &mut self.text)?;
@@ -241,6 +277,9 @@ async fn open(spec: &Spec, resume: Option<&str>) -> Result<Body, OpenError> {
     );
     if let Some(id) = resume {
         req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+    }
+    if spec.gzip {
+        req.push_str("Accept-Encoding: gzip\r\n");
     }
     req.push_str("\r\n");
     let retry = |e: anyhow::Error| OpenError::Retry(e, Duration::from_millis(500));
@@ -293,11 +332,17 @@ async fn open(spec: &Spec, resume: Option<&str>) -> Result<Body, OpenError> {
         }
     }
     let chunked = head.chunked().then(Chunked::default);
+    let gzip = head
+        .header("content-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"))
+        .then(|| flate2::write::GzDecoder::new(Vec::new()));
     Ok(Body {
         tcp,
         raw,
         chunked,
+        gzip,
         text: Vec::with_capacity(1024),
+        wire: 0,
     })
 }
 
@@ -332,6 +377,7 @@ async fn establish(
                     if let Some(i) = events.iter().position(|e| e.name == "connected") {
                         // What came after `connected` (a replay) is live data.
                         let rest = events.split_off(i + 1);
+                        body.wire = 0;
                         return Ok((body, rest));
                     }
                     let left = HANDSHAKE_TIMEOUT.saturating_sub(started.elapsed());
@@ -384,6 +430,7 @@ pub async fn run(shared: Arc<Shared>, spec: Spec) -> StreamResult {
         if let Err(e) = read {
             result.error = Some(format!("{e:#}"));
         }
+        result.wire_bytes += std::mem::take(&mut body.wire);
         match resume(&shared, &spec, &mut parser, &mut result).await {
             Some((b, rest)) => {
                 body = b;
@@ -394,6 +441,7 @@ pub async fn run(shared: Arc<Shared>, spec: Spec) -> StreamResult {
         }
     }
     result.pings = parser.comments - comments_at_connect;
+    result.wire_bytes += body.wire;
     result
 }
 

@@ -113,6 +113,7 @@ fn spawn_streams(p: &Prepared, shared: &Arc<sse::Shared>) -> Vec<JoinHandle<sse:
             let user = i % p.users.len();
             let server = p.server_of(i, user);
             let spec = sse::Spec {
+                gzip: p.common.gzip,
                 target: p.targets[server].clone(),
                 server,
                 user,
@@ -200,6 +201,7 @@ pub struct Totals {
     pub duplicates: u64,
     pub reordered: u64,
     pub pings: u64,
+    pub wire_bytes: u64,
     pub other_events: u64,
     pub resets: u64,
     pub errors: BTreeMap<String, usize>,
@@ -251,6 +253,7 @@ impl Totals {
         self.dropped += r.dropped as usize;
         self.reconnects += r.reconnects as u64;
         self.pings += r.pings as u64;
+        self.wire_bytes += r.wire_bytes;
         self.other_events += r.other_events as u64;
         self.resets += r.resets as u64;
         self.reordered += r.seqs.windows(2).filter(|w| w[1] < w[0]).count() as u64;
