@@ -26,6 +26,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_DIR="${BENCH_DIR:-target/bench-cluster}"
+# The load tool publishes with a publisher key: its own rate limit, and no
+# admin account to register and grant.
+export EARNTRACK_BENCH_PUBLISHER_KEY="${EARNTRACK_BENCH_PUBLISHER_KEY:-bench-publisher-key-0123456789abcdef}"
+BENCH_PUBLISHER_KEY="$EARNTRACK_BENCH_PUBLISHER_KEY"
 BASE_PORT="${BENCH_BASE_PORT:-18190}"   # servers listen on BASE_PORT+1 ...
 USERS="${BENCH_USERS:-2000}"            # argon2: ~25 ms per registration
 ONLY="${1:-}"
@@ -102,7 +106,7 @@ start_servers() { # scenario count
     for i in $(seq "$count"); do
         port=$((BASE_PORT + i))
         EARNTRACK_ADDR="127.0.0.1:$port" DATABASE_URL="$DB_URL" JWT_SECRET=bench-secret-0123456789abcdefghijklmn \
-        EARNTRACK_ADMIN_EMAILS=bench-admin@example.com EARNTRACK_MAX_STREAMS_PER_USER=100 \
+        EARNTRACK_PUBLISHER_KEYS="$BENCH_PUBLISHER_KEY" EARNTRACK_MAX_STREAMS_PER_USER=100 \
         EARNTRACK_RATE_LIMIT_PER_MIN=0 EARNTRACK_DB_POOL=4 RUST_LOG=warn \
             "$BENCH_DIR/earntrack-server" >"$BENCH_DIR/server-$scenario-$i.log" 2>&1 &
         SERVER_PIDS+=($!)

@@ -11,6 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_DIR="${BENCH_DIR:-target/bench}"
+# The load tool publishes with a publisher key: its own rate limit, and no
+# admin account to register and grant.
+export EARNTRACK_BENCH_PUBLISHER_KEY="${EARNTRACK_BENCH_PUBLISHER_KEY:-bench-publisher-key-0123456789abcdef}"
+BENCH_PUBLISHER_KEY="$EARNTRACK_BENCH_PUBLISHER_KEY"
 PORT="${BENCH_PORT:-18090}"
 mkdir -p "$BENCH_DIR"
 cargo build --release --bins
@@ -35,7 +39,7 @@ trap stop_server EXIT
 start_server() {
     stop_server
     EARNTRACK_ADDR="127.0.0.1:$PORT" DATABASE_URL="sqlite://$BENCH_DIR/bench.db" JWT_SECRET=bench-secret-0123456789abcdefghijklmn \
-    EARNTRACK_ADMIN_EMAILS=bench-admin@example.com EARNTRACK_MAX_STREAMS_PER_USER=100 \
+    EARNTRACK_PUBLISHER_KEYS="$BENCH_PUBLISHER_KEY" EARNTRACK_MAX_STREAMS_PER_USER=100 \
     EARNTRACK_RATE_LIMIT_PER_MIN=0 RUST_LOG=warn \
         "$BENCH_DIR/earntrack-server" >"$BENCH_DIR/server.log" 2>&1 &
     server_pid=$!

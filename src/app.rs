@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Keys;
+use crate::auth::{Keys, PublisherKeys};
 use crate::config::Config;
 use crate::db::{random_hex, rooms, Backend, Db};
 use crate::http::{self, AppState, Shared};
@@ -23,7 +23,8 @@ use crate::push::broker::postgres::PostgresBroker;
 use crate::push::broker::{Broker, MemoryBroker};
 use crate::push::cursor::CursorCodec;
 use crate::push::{FeedContext, Hub, Presence, Publisher};
-use crate::ratelimit::RateLimit;
+use crate::ratelimit::{PublisherRate, RateLimit};
+use crate::roles;
 use crate::serve::{bind, serve, StreamRuntime};
 use crate::telemetry::prometheus::prometheus;
 
@@ -55,6 +56,17 @@ impl App {
             // restart and every server of a cluster agrees.
             None => db.meta_once("jwt_secret", &random_hex(32)).await?,
         };
+        if let Some(short) = config
+            .publisher_keys
+            .iter()
+            .find(|k| !k.expose().is_empty() && k.expose().len() < MIN_SECRET_BYTES)
+        {
+            anyhow::bail!(
+                "an EARNTRACK_PUBLISHER_KEYS key is {} bytes; each must be at least {MIN_SECRET_BYTES}",
+                short.expose().len()
+            );
+        }
+        roles::grant_listed(&db, &config.admin_emails).await?;
         let cluster = db.backend == Backend::Postgres;
         let hub = Hub::new(
             config.channel_capacity,
@@ -81,6 +93,8 @@ impl App {
         });
         let listener = bind(config.addr).with_context(|| format!("binding {}", config.addr))?;
         let config_rate = config.rate_limit_per_min;
+        let config_keys = config.publisher_keys.clone();
+        let config_publisher_rate = config.publisher_rate_per_sec;
         let db_backend = db.backend;
         let streams =
             StreamRuntime::new(config.stream_threads).context("starting the streams' runtime")?;
@@ -95,6 +109,8 @@ impl App {
             shutdown: CancellationToken::new(),
             metrics: prometheus(),
             rate_limit: RateLimit::per_minute(config_rate),
+            publisher_keys: PublisherKeys::new(config_keys.iter().map(|k| k.expose())),
+            publisher_rate: PublisherRate::per_second(config_publisher_rate),
             // A single server needs no listener; a cluster member is ready
             // only while it hears the others.
             cluster_up: Arc::new(AtomicBool::new(db_backend == Backend::Sqlite)),

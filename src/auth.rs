@@ -7,6 +7,8 @@
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::domain::time::now_ms;
@@ -75,6 +77,33 @@ impl Keys {
     }
 }
 
+/// The keys other services publish with (`EARNTRACK_PUBLISHER_KEYS`), kept
+/// only as SHA-256 digests and compared in constant time, so neither memory
+/// nor timing gives a key away.
+pub struct PublisherKeys(Vec<[u8; 32]>);
+
+impl PublisherKeys {
+    pub fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
+        PublisherKeys(
+            keys.into_iter()
+                .filter(|k| !k.is_empty())
+                .map(|k| Sha256::digest(k.as_bytes()).into())
+                .collect(),
+        )
+    }
+
+    /// Whether `presented` is one of the keys (every key is compared).
+    pub fn matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.0
+            .iter()
+            .fold(subtle::Choice::from(0), |found, key| {
+                found | key.ct_eq(&digest)
+            })
+            .into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +121,15 @@ mod tests {
             keys.verify("not.a.token"),
             Err(ApiError::InvalidToken)
         ));
+    }
+
+    #[test]
+    fn publisher_keys_match_only_themselves() {
+        let keys = PublisherKeys::new(["k".repeat(32).as_str(), "", "z".repeat(40).as_str()]);
+        assert!(keys.matches(&"k".repeat(32)));
+        assert!(keys.matches(&"z".repeat(40)));
+        assert!(!keys.matches(&"k".repeat(31)));
+        assert!(!keys.matches(""));
+        assert!(!PublisherKeys::new([]).matches(""));
     }
 }

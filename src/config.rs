@@ -39,6 +39,10 @@ impl fmt::Debug for Secret {
     about = "EarnTrack push: live earnings over Server-Sent Events"
 )]
 pub struct Config {
+    /// Without a command, run the server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on.
     #[arg(long, env = "EARNTRACK_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
@@ -52,7 +56,9 @@ pub struct Config {
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
 
-    /// Comma-separated emails that get the `admin` role.
+    /// Comma-separated emails made admins at start-up, if they are already
+    /// registered (as `earntrack admin grant` would). Registering a listed
+    /// email later gives no admin.
     #[arg(
         long,
         env = "EARNTRACK_ADMIN_EMAILS",
@@ -60,6 +66,22 @@ pub struct Config {
         default_value = ""
     )]
     pub admin_emails: Vec<String>,
+
+    /// Comma-separated keys (at least 32 bytes each) with which other
+    /// services publish (`Authorization: Bearer <key>` on
+    /// `POST /api/admin/events` and `/api/admin/notifications` only).
+    #[arg(
+        long,
+        env = "EARNTRACK_PUBLISHER_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub publisher_keys: Vec<Secret>,
+
+    /// Requests per second all publisher keys together may make (their own
+    /// budget, never a user's); 0 turns the limit off.
+    #[arg(long, env = "EARNTRACK_PUBLISHER_RATE_PER_SEC", default_value_t = 5000)]
+    pub publisher_rate_per_sec: u32,
 
     /// Seconds between `: ping` comments on idle streams.
     #[arg(long, env = "EARNTRACK_HEARTBEAT_SECS", default_value_t = 25)]
@@ -142,6 +164,26 @@ pub struct Config {
     /// Log format: `text` or `json`. The level comes from `RUST_LOG`.
     #[arg(long, env = "EARNTRACK_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+/// `earntrack <command>`.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Manage admins in the database (`DATABASE_URL`); applies to the user's
+    /// next request and, within a second, to their open streams on every
+    /// server.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum AdminAction {
+    /// Make a registered user an admin.
+    Grant { email: String },
+    /// Make an admin a plain user again.
+    Revoke { email: String },
 }
 
 impl Config {

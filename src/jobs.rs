@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::db::{event_log, idempotency, Backend, Db};
+use crate::db::{event_log, idempotency, users, Backend, Db};
 use crate::domain::time::now_ms;
 use crate::http::AppState;
 use crate::push::broker::postgres;
@@ -43,6 +43,7 @@ impl Jobs {
             handles.push(tokio::spawn(checkpointer(state.db.clone(), stop.clone())));
         }
         handles.push(tokio::spawn(retention(state.clone(), stop.clone())));
+        handles.push(tokio::spawn(access_watch(state.clone(), stop.clone())));
         Jobs { stop, handles }
     }
 
@@ -77,6 +78,47 @@ async fn checkpointer(db: Db, stop: CancellationToken) {
             _ = tick.tick() => if let Err(err) = db.checkpoint().await {
                 tracing::warn!(error = %err, "WAL checkpoint failed");
             },
+        }
+    }
+}
+
+/// How often every server looks for changes of access (roles), made by
+/// `earntrack admin grant|revoke` or any server: the bound on how long an
+/// open stream keeps the old role.
+pub const ACCESS_POLL: Duration = Duration::from_millis(250);
+
+/// Each look reads the changes of this last stretch of time, so a change is
+/// seen although another process's clock is a little off or its commit
+/// landed late; a change seen again is simply not a change any more.
+const ACCESS_WINDOW_MS: i64 = 5_000;
+
+/// Four times a second, one indexed query: users whose access changed get
+/// it updated in the cache (the next request sees it), and their streams on
+/// this server end with `auth:expired`.
+async fn access_watch(app: AppState, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(ACCESS_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let changed = async {
+            let mut conn = app.db.read.acquire().await?;
+            users::changed_since(&mut conn, now_ms() - ACCESS_WINDOW_MS).await
+        };
+        let changed = match changed.await {
+            Ok(changed) => changed,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading access changes failed");
+                continue;
+            }
+        };
+        for (user, access) in changed {
+            if app.db.known_users.update(user, access) {
+                let streams = app.hub.expire_user(user);
+                tracing::info!(user_id = %user, role = %access.role, streams, "access changed");
+            }
         }
     }
 }

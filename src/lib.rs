@@ -26,7 +26,8 @@
 //!   streams, the bare socket (`http::fast_path`); `http::poll` is the
 //!   long-poll fallback.
 //! - `app`: builds all of it and runs until a stop signal, then drains;
-//!   `serve` is the accept loop, `jobs` the background tasks.
+//!   `serve` is the accept loop, `jobs` the background tasks; `roles` is
+//!   `earntrack admin grant|revoke` (and `EARNTRACK_ADMIN_EMAILS`).
 //!
 //! Infrastructure, below `http`: `config` (flags and environment, clap),
 //! `telemetry` (logs, the Prometheus recorder) and `net` (the listener; a
@@ -45,6 +46,7 @@ pub mod jobs;
 pub mod net;
 pub mod push;
 pub mod ratelimit;
+pub mod roles;
 pub mod serve;
 pub mod telemetry;
 

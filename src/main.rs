@@ -2,7 +2,9 @@
 //! run it until SIGTERM or SIGINT.
 
 use clap::Parser;
-use earntrack::{telemetry, App, Config};
+use earntrack::config::Command;
+use earntrack::db::Db;
+use earntrack::{roles, telemetry, App, Config};
 
 fn main() -> anyhow::Result<()> {
     tune_allocator();
@@ -30,6 +32,11 @@ fn tune_allocator() {
 async fn run() -> anyhow::Result<()> {
     let config = Config::parse();
     telemetry::init(&config.log_format);
+    if let Some(Command::Admin { action }) = &config.command {
+        let db = Db::connect(&config.database_url, 1).await?;
+        println!("{}", roles::run(&db, action).await?);
+        return Ok(());
+    }
     let app = App::build(config).await?;
     tracing::info!(addr = %app.local_addr(), "listening");
     app.run_until_stopped(stop_signal()).await

@@ -44,3 +44,30 @@ impl RateLimit {
         }
     }
 }
+
+/// The publisher keys' own budget: requests per second, all keys together
+/// (services publish at rates no user budget allows).
+pub struct PublisherRate {
+    limiter: Option<governor::DefaultDirectRateLimiter>,
+}
+
+impl PublisherRate {
+    /// `0` turns the limit off.
+    pub fn per_second(budget: u32) -> Self {
+        PublisherRate {
+            limiter: NonZeroU32::new(budget).map(|n| RateLimiter::direct(Quota::per_second(n))),
+        }
+    }
+
+    pub fn check(&self) -> Result<(), ApiError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::RateLimited {
+                retry_after_secs: wait.as_secs() + 1,
+            }
+        })
+    }
+}

@@ -1,43 +1,85 @@
-//! Accounts.
+//! Accounts, and what a user may do (their role), as stored.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::RwLock;
 
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
-/// Users this server has seen in the database. Accounts are never deleted,
-/// so a user once found stays valid: every authenticated request (and an
-/// admin event's target check) then skips a database round trip, which on
-/// SQLite is a hand-off to a driver thread and back. Bounded: past `CAP` ids
-/// it starts again from empty.
+use crate::domain::role::Role;
+
+/// What the server checks on every request: read from the user's row, never
+/// from the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    pub role: Role,
+}
+
+/// Users this server has seen in the database, with their access. Accounts
+/// are never deleted, so a user once found stays valid: every authenticated
+/// request (and an admin event's target check) then skips a database round
+/// trip, which on SQLite is a hand-off to a driver thread and back. A change
+/// of access, made by any process on the database, reaches the cache through
+/// `changed_since` (polled by `jobs`). Bounded: past `CAP` ids it starts
+/// again from empty.
 #[derive(Default)]
-pub struct KnownUsers(RwLock<HashSet<Uuid>>);
+pub struct KnownUsers(RwLock<HashMap<Uuid, Access>>);
 
 impl KnownUsers {
     const CAP: usize = 1 << 20;
 
-    pub fn contains(&self, id: Uuid) -> bool {
+    pub fn get(&self, id: Uuid) -> Option<Access> {
         self.0
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&id)
+            .get(&id)
+            .copied()
+    }
+
+    pub fn contains(&self, id: Uuid) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// The user's access, from memory when it can be; `None`: no such user.
+    pub async fn access(
+        &self,
+        conn: &mut AnyConnection,
+        id: Uuid,
+    ) -> Result<Option<Access>, sqlx::Error> {
+        if let Some(access) = self.get(id) {
+            return Ok(Some(access));
+        }
+        let found = access(conn, id).await?;
+        if let Some(access) = found {
+            self.put(id, access);
+        }
+        Ok(found)
     }
 
     /// `exists`, answered from memory when it can be.
     pub async fn exists(&self, conn: &mut AnyConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-        if self.contains(id) {
-            return Ok(true);
-        }
-        let found = exists(conn, id).await?;
-        if found {
-            let mut known = self.0.write().unwrap_or_else(|p| p.into_inner());
-            if known.len() >= Self::CAP {
-                known.clear();
+        Ok(self.access(conn, id).await?.is_some())
+    }
+
+    /// Record `access` (after a change seen in the database); whether it
+    /// differs from what the cache held (`false` for a user not cached).
+    pub fn update(&self, id: Uuid, access: Access) -> bool {
+        let mut known = self.0.write().unwrap_or_else(|p| p.into_inner());
+        match known.get_mut(&id) {
+            Some(held) if *held != access => {
+                *held = access;
+                true
             }
-            known.insert(id);
+            _ => false,
         }
-        Ok(found)
+    }
+
+    fn put(&self, id: Uuid, access: Access) {
+        let mut known = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= Self::CAP {
+            known.clear();
+        }
+        known.insert(id, access);
     }
 }
 
@@ -47,16 +89,18 @@ pub struct UserRow {
     pub email: String,
     pub name: Option<String>,
     pub password_hash: String,
+    pub role: Role,
 }
 
-type Row = (String, String, Option<String>, String);
+type Row = (String, String, Option<String>, String, String);
 
-fn from_row((id, email, name, password_hash): Row) -> UserRow {
+fn from_row((id, email, name, password_hash, role): Row) -> UserRow {
     UserRow {
         id: Uuid::parse_str(&id).unwrap_or_default(),
         email,
         name,
         password_hash,
+        role: Role::parse(&role),
     }
 }
 
@@ -78,7 +122,7 @@ pub async fn by_email(
     email: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
     let row: Option<Row> =
-        sqlx::query_as("SELECT id, email, name, password_hash FROM users WHERE email = $1")
+        sqlx::query_as("SELECT id, email, name, password_hash, role FROM users WHERE email = $1")
             .bind(email)
             .fetch_optional(conn)
             .await?;
@@ -87,7 +131,7 @@ pub async fn by_email(
 
 pub async fn by_id(conn: &mut AnyConnection, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
     let row: Option<Row> =
-        sqlx::query_as("SELECT id, email, name, password_hash FROM users WHERE id = $1")
+        sqlx::query_as("SELECT id, email, name, password_hash, role FROM users WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(conn)
             .await?;
@@ -100,4 +144,72 @@ pub async fn exists(conn: &mut AnyConnection, id: Uuid) -> Result<bool, sqlx::Er
         .fetch_optional(conn)
         .await?;
     Ok(found.is_some())
+}
+
+pub async fn access(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Access>, sqlx::Error> {
+    let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await?;
+    Ok(role.map(|r| Access {
+        role: Role::parse(&r),
+    }))
+}
+
+/// What `set_role` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RoleChange {
+    Changed(Uuid),
+    Unchanged(Uuid),
+    NoSuchUser,
+}
+
+/// Give the user with `email` the role `role`, marking the change so every
+/// server sees it (`changed_since`).
+pub async fn set_role(
+    conn: &mut AnyConnection,
+    email: &str,
+    role: Role,
+    now: i64,
+) -> Result<RoleChange, sqlx::Error> {
+    let email = email.trim().to_lowercase();
+    let changed: Option<String> = sqlx::query_scalar(
+        "UPDATE users SET role = $1, access_changed_at = $2 \
+         WHERE email = $3 AND role <> $1 RETURNING id",
+    )
+    .bind(role.as_str())
+    .bind(now)
+    .bind(&email)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(id) = changed {
+        return Ok(RoleChange::Changed(
+            Uuid::parse_str(&id).unwrap_or_default(),
+        ));
+    }
+    Ok(match by_email(conn, &email).await? {
+        Some(user) => RoleChange::Unchanged(user.id),
+        None => RoleChange::NoSuchUser,
+    })
+}
+
+/// Users whose access changed at or after `since_ms`, with their access now.
+pub async fn changed_since(
+    conn: &mut AnyConnection,
+    since_ms: i64,
+) -> Result<Vec<(Uuid, Access)>, sqlx::Error> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, role FROM users WHERE access_changed_at >= $1")
+            .bind(since_ms)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, role)| {
+            let access = Access {
+                role: Role::parse(&role),
+            };
+            (Uuid::parse_str(&id).unwrap_or_default(), access)
+        })
+        .collect())
 }

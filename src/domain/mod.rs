@@ -9,6 +9,7 @@ pub mod fixed;
 pub mod frame;
 pub mod input;
 pub mod notification;
+pub mod role;
 pub mod stream;
 pub mod time;
 

@@ -22,6 +22,7 @@ use super::{no_content, AppState};
 use crate::auth::COOKIE;
 use crate::db::{is_unique_violation, users};
 use crate::domain::input::{self, Fields};
+use crate::domain::role::Role;
 use crate::domain::time::now_ms;
 use crate::error::{ApiError, ApiResult};
 use crate::error::{AuthErrors, BodyErrors, ErrorBody};
@@ -68,6 +69,8 @@ pub async fn register(
         email,
         name,
         password_hash: hash_password(password).await?,
+        // Registration never makes an admin (`earntrack admin grant` does).
+        role: Role::User,
     };
     let mut conn = app.publisher.begin().await?;
     match users::insert(conn.conn(), &user, now_ms()).await {
@@ -175,19 +178,13 @@ pub async fn logout(State(app): State<AppState>) -> Response {
     response
 }
 
-/// `{token, user}` and the cookie. The role is computed now from
-/// `EARNTRACK_ADMIN_EMAILS`, so a change of that list applies at the next
-/// login or refresh.
+/// `{token, user}` and the cookie. The token's `role` claim is informative
+/// only: every request reads the stored role.
 fn session(app: &AppState, user: &users::UserRow, status: StatusCode) -> Response {
-    let role = if app.config.is_admin(&user.email) {
-        "admin"
-    } else {
-        "user"
-    };
-    let token = app.keys.issue(user.id, &user.email, role);
+    let token = app.keys.issue(user.id, &user.email, user.role.as_str());
     let body = Session {
         token: token.clone(),
-        user: user_view(user, role),
+        user: user_view(user),
     };
     let cookie = format!(
         "{COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{}",
@@ -210,12 +207,12 @@ fn secure(app: &AppState) -> &'static str {
     }
 }
 
-fn user_view(user: &users::UserRow, role: &str) -> UserView {
+fn user_view(user: &users::UserRow) -> UserView {
     UserView {
         id: user.id,
         email: user.email.clone(),
         name: user.name.clone(),
-        role: role.to_owned(),
+        role: user.role.as_str().to_owned(),
     }
 }
 

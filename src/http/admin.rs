@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::dto::{
     Accepted, AdminEventRequest, AdminNotificationRequest, Closed, Connections, UserConnections,
 };
-use super::extract::AdminUser;
+use super::extract::{AdminUser, Sender};
 use super::extract::{IdPath, JsonObject};
 use super::{no_content, AppState};
 use crate::db::users::{self, KnownUsers};
@@ -93,6 +93,8 @@ async fn check_users(
     post,
     path = "/api/admin/notifications",
     tag = "admin",
+    // An admin's token in any of the usual places, or a publisher key.
+    security(("bearer" = []), ("query" = []), ("cookie" = []), ("publisherKey" = [])),
     request_body = AdminNotificationRequest,
     responses(
         AuthErrors,
@@ -103,7 +105,7 @@ async fn check_users(
 )]
 pub async fn notify(
     State(app): State<AppState>,
-    AdminUser(_admin): AdminUser,
+    _sender: Sender,
     JsonObject(body): JsonObject,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let parsed = NewNotification::parse(&body);
@@ -169,6 +171,8 @@ pub async fn notify(
     post,
     path = "/api/admin/events",
     tag = "admin",
+    // An admin's token in any of the usual places, or a publisher key.
+    security(("bearer" = []), ("query" = []), ("cookie" = []), ("publisherKey" = [])),
     request_body = AdminEventRequest,
     responses(
         AuthErrors,
@@ -179,7 +183,7 @@ pub async fn notify(
 )]
 pub async fn emit(
     State(app): State<AppState>,
-    AdminUser(_admin): AdminUser,
+    _sender: Sender,
     JsonObject(body): JsonObject,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let mut f = Fields::new(&body);

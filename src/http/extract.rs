@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::auth::COOKIE;
+use crate::domain::role::Role;
 use crate::error::ApiError;
 
 /// A JSON object body, parsed but not yet validated (see `domain::input`).
@@ -141,7 +142,8 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 pub struct AuthUser {
     pub id: Uuid,
     pub email: String,
-    pub role: String,
+    /// The stored role, read for this request (never the token's claim).
+    pub role: Role,
     /// Expiry of the token, seconds since the epoch (streams end there).
     pub exp: i64,
     pub source: TokenSource,
@@ -149,7 +151,7 @@ pub struct AuthUser {
 
 impl AuthUser {
     pub fn is_admin(&self) -> bool {
-        self.role == "admin"
+        self.role == Role::Admin
     }
 }
 
@@ -163,12 +165,18 @@ impl FromRequestParts<AppState> for AuthUser {
         let (token, source) = find_token(parts)?;
         let claims = state.keys.verify(&token)?;
         let id = Uuid::parse_str(&claims.sub).map_err(|_| ApiError::InvalidToken)?;
-        if !state.db.known_users.contains(id) {
-            let mut conn = state.db.read.acquire().await?;
-            if !state.db.known_users.exists(&mut conn, id).await? {
-                return Err(ApiError::InvalidToken);
+        let access = match state.db.known_users.get(id) {
+            Some(access) => access,
+            None => {
+                let mut conn = state.db.read.acquire().await?;
+                state
+                    .db
+                    .known_users
+                    .access(&mut conn, id)
+                    .await?
+                    .ok_or(ApiError::InvalidToken)?
             }
-        }
+        };
         if source == TokenSource::Cookie
             && is_write(&parts.method)
             && !same_origin_or_allowed(&parts.headers, &state.config.cors_origins)
@@ -182,7 +190,7 @@ impl FromRequestParts<AppState> for AuthUser {
         let user = AuthUser {
             id,
             email: claims.email,
-            role: claims.role,
+            role: access.role,
             exp: claims.exp,
             source,
         };
@@ -204,6 +212,33 @@ impl FromRequestParts<AppState> for AdminUser {
         } else {
             Err(ApiError::Forbidden)
         }
+    }
+}
+
+/// Who publishes on `POST /api/admin/events` and `/api/admin/notifications`:
+/// an admin, or another service with a publisher key
+/// (`EARNTRACK_PUBLISHER_KEYS`) as `Authorization: Bearer <key>`. A key
+/// spends the keys' own budget, never a user's; any other bearer is read as
+/// a user's token (so a wrong key is 401 `invalid_token`). Keys are accepted
+/// on these two routes only.
+pub enum Sender {
+    Admin(AuthUser),
+    Service,
+}
+
+impl FromRequestParts<AppState> for Sender {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Ok((token, TokenSource::Header)) = find_token(parts) {
+            if state.publisher_keys.matches(&token) {
+                tracing::Span::current().record("user_id", "publisher");
+                state.publisher_rate.check()?;
+                return Ok(Sender::Service);
+            }
+        }
+        let AdminUser(user) = AdminUser::from_request_parts(parts, state).await?;
+        Ok(Sender::Admin(user))
     }
 }
 

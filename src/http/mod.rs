@@ -57,6 +57,9 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     pub metrics: PrometheusHandle,
     pub rate_limit: crate::ratelimit::RateLimit,
+    /// Services that publish with a key instead of a user's token.
+    pub publisher_keys: crate::auth::PublisherKeys,
+    pub publisher_rate: crate::ratelimit::PublisherRate,
     /// False while a cluster member's LISTEN connection is down.
     pub cluster_up: Arc<std::sync::atomic::AtomicBool>,
 }

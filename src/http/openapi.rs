@@ -161,5 +161,16 @@ impl Modify for Security {
             "cookie",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("earntrack_token"))),
         );
+        // Accepted by the two publish operations only, which list it.
+        components.add_security_scheme(
+            "publisherKey",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("EARNTRACK_PUBLISHER_KEYS key")
+                    .description(Some("a key of EARNTRACK_PUBLISHER_KEYS (POST /api/admin/events and /api/admin/notifications only)"))
+                    .build(),
+            ),
+        );
     }
 }

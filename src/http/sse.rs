@@ -274,7 +274,18 @@ impl Session {
                         EndReason::Closed => "closed by server",
                         EndReason::TooSlow => "too slow",
                         EndReason::Error => "log read failed",
+                        EndReason::AccessChanged => "access changed",
                     };
+                    if reason == EndReason::AccessChanged {
+                        // The client refreshes its token (which reads the
+                        // new role) and resumes.
+                        let expired = json!({ "reason": "access_changed" });
+                        let expired = control_frame("auth:expired", expired, None);
+                        match &mut self.gzip {
+                            None => out.extend_from_slice(&expired),
+                            Some(gz) => gz.private(&mut out, &expired),
+                        }
+                    }
                     self.over = true;
                     break;
                 }

@@ -115,6 +115,8 @@ pub enum EndReason {
     TooSlow,
     /// The log could not be read.
     Error,
+    /// The user's access changed: `auth:expired`, then the end.
+    AccessChanged,
 }
 
 pub struct Feed {
@@ -292,6 +294,7 @@ impl Feed {
                 None
             }
             Ok(Signal::Close) => Some(Item::End(EndReason::Closed)),
+            Ok(Signal::AccessChanged) => Some(Item::End(EndReason::AccessChanged)),
             Err(RecvError::Lagged(_)) => {
                 self.lags += 1;
                 if self.lags > MAX_LAGS {

@@ -35,6 +35,9 @@ pub enum Signal {
     /// End the user's streams and answer their long-polls now
     /// (force-disconnect, shutdown).
     Close,
+    /// The user's access changed (their role): end their streams with
+    /// `auth:expired`, so clients refresh their token and resume.
+    AccessChanged,
     /// The user joined a room at this room sequence: follow it from there.
     Joined {
         room: i64,
@@ -252,6 +255,18 @@ impl Hub {
         match lock(self.shard(user)).get(&user) {
             Some(entry) => {
                 let _ = entry.tx.send(Signal::Close);
+                entry.streams
+            }
+            None => 0,
+        }
+    }
+
+    /// End all streams of `user` on this server with `auth:expired`;
+    /// returns how many.
+    pub fn expire_user(&self, user: Uuid) -> usize {
+        match lock(self.shard(user)).get(&user) {
+            Some(entry) => {
+                let _ = entry.tx.send(Signal::AccessChanged);
                 entry.streams
             }
             None => 0,

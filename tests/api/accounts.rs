@@ -369,36 +369,28 @@ async fn logout_answers_204_and_clears_the_cookie() {
 // ---- roles ----
 
 #[tokio::test]
-async fn an_email_listed_in_earntrack_admin_emails_gets_the_admin_role() {
-    let app = spawn_app().await;
+async fn registering_an_email_listed_in_earntrack_admin_emails_gives_no_admin() {
+    // A listed address nobody registered yet must not be claimable.
+    let app = spawn_app_with(|c| c.admin_emails = vec!["Boss@Example.com".into()]).await;
 
     let registered = register_raw(
         &app,
-        json!({"email": "admin@example.com", "password": PASSWORD}),
+        json!({"email": "boss@example.com", "password": PASSWORD}),
     )
     .await;
     let registered: Value = registered.json().await.unwrap();
-    let logged_in: Value = login_raw(&app, "admin@example.com", PASSWORD)
+    let logged_in: Value = login_raw(&app, "boss@example.com", PASSWORD)
         .await
         .json()
         .await
         .unwrap();
 
-    assert_eq!(registered["user"]["role"], "admin");
-    assert_eq!(logged_in["user"]["role"], "admin");
-    assert_eq!(
-        claims_of(logged_in["token"].as_str().unwrap())["role"],
-        "admin"
-    );
-    let res = app
-        .get(
-            "/api/admin/connections",
-            logged_in["token"].as_str().unwrap(),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.unwrap();
-    assert!(body["total"].is_u64() && body["users"].is_array(), "{body}");
+    assert_eq!(registered["user"]["role"], "user");
+    assert_eq!(logged_in["user"]["role"], "user");
+    let token = logged_in["token"].as_str().unwrap();
+    assert_eq!(claims_of(token)["role"], "user");
+    let res = app.get("/api/admin/connections", token).await;
+    assert_api_error(res, StatusCode::FORBIDDEN, "forbidden").await;
 }
 
 #[tokio::test]
@@ -412,7 +404,7 @@ async fn a_user_who_is_not_admin_gets_403_forbidden_on_admin_endpoints() {
 }
 
 #[tokio::test]
-async fn the_role_is_recomputed_at_login_and_refresh_from_earntrack_admin_emails() {
+async fn earntrack_admin_emails_grants_admin_at_start_up_to_users_that_exist() {
     // One database, two runs of the server with different admin lists.
     let db_dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", db_dir.path().join("roles.db").display());

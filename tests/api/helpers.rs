@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use earntrack::domain::role::Role;
 use earntrack::http::AppState;
 use earntrack::{App, Config};
 use reqwest::{Method, Response, StatusCode};
@@ -57,7 +58,6 @@ pub fn test_config(dir: &TempDir) -> Config {
     let mut config = Config::for_database(&url);
     config.addr = "127.0.0.1:0".parse().unwrap();
     config.jwt_secret = Some("api-test-secret-0123456789abcdefghij".parse().unwrap());
-    config.admin_emails = vec!["admin@example.com".into()];
     config.rate_limit_per_min = 0;
     config
 }
@@ -180,8 +180,14 @@ impl TestApp {
         http::user(&self.client, &self.base).await
     }
 
+    /// `ADMIN_EMAIL`, registered, then made admin as `earntrack admin
+    /// grant` does (the same function, on this server's database).
     pub async fn admin(&self) -> User {
-        http::admin(&self.client, &self.base).await
+        let user = http::register(&self.client, &self.base, http::ADMIN_EMAIL).await;
+        earntrack::roles::set_role(&self.state.db, http::ADMIN_EMAIL, Role::Admin)
+            .await
+            .expect("granting admin");
+        user
     }
 
     pub async fn platform(&self, user: &User, name: &str) -> Value {

@@ -10,11 +10,14 @@ use crate::helpers::{spawn_app_with, TestApp};
 
 async fn bench_app() -> TestApp {
     spawn_app_with(|c| {
-        c.admin_emails.push("bench-admin@example.com".into());
+        c.publisher_keys = vec![PUBLISHER_KEY.parse().unwrap()];
         c.max_streams_per_user = 100;
     })
     .await
 }
+
+/// The key the tool publishes with (`--publisher-key`).
+const PUBLISHER_KEY: &str = "load-tool-publisher-key-0123456789abcdef";
 
 /// Run the tool's `mode` with `args` against `app`; its JSON line.
 async fn run(app: &TestApp, dir: &Path, args: &[&str]) -> Value {
@@ -24,6 +27,8 @@ async fn run(app: &TestApp, dir: &Path, args: &[&str]) -> Value {
         .args([
             "--url",
             &app.base,
+            "--publisher-key",
+            PUBLISHER_KEY,
             "--settle-s",
             "0",
             "--max-runtime-s",

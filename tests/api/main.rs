@@ -22,6 +22,7 @@ mod load_tool;
 mod notifications;
 mod process;
 mod resume;
+mod roles;
 mod slow;
 mod smoke;
 mod stream;

@@ -175,3 +175,44 @@ async fn the_per_user_stream_limit_counts_streams_on_every_server() {
     wait_counted(c, &admin, &user, 1, Duration::from_secs(2)).await;
     let (_on_c, _) = c.stream(&user).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_granted_on_the_database_applies_on_every_server_within_a_second() {
+    let Some(cluster) = Cluster::start(2, &[]).await else {
+        return;
+    };
+    let [a, b] = &cluster.servers[..] else {
+        unreachable!()
+    };
+    let user = a.user().await;
+    // Known to both servers as a plain user, with a stream on each.
+    for server in [a, b] {
+        let res = server
+            .request(Method::GET, "/api/admin/connections", &user.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    }
+    let (mut on_a, _) = a.stream(&user).await;
+    let (mut on_b, _) = b.stream(&user).await;
+
+    crate::kit::process::grant_admin(&cluster.db.url, &user.email).await;
+    let granted = Instant::now();
+    for (name, stream) in [("A", &mut on_a), ("B", &mut on_b)] {
+        let event = stream.event_within(Duration::from_secs(1)).await;
+        assert_eq!(event.event, "auth:expired", "stream on {name}");
+    }
+    println!(
+        "both streams got auth:expired {:?} after the grant",
+        granted.elapsed()
+    );
+    for server in [a, b] {
+        let res = server
+            .request(Method::GET, "/api/admin/connections", &user.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "admin on {}", server.name);
+    }
+}

@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use crate::kit::http;
 pub use crate::kit::http::User;
 use crate::kit::pg::{self, TestDb};
-use crate::kit::process::Process;
+use crate::kit::process::{self, Process};
 use crate::kit::sse::Sse;
 
 const PARALLEL: usize = 2;
@@ -38,6 +38,7 @@ pub struct Api {
     pub name: &'static str,
     pub addr: SocketAddr,
     client: reqwest::Client,
+    database_url: std::sync::Arc<str>,
 }
 
 impl Api {
@@ -89,8 +90,12 @@ impl Api {
         http::user(&self.client, &self.url("")).await
     }
 
+    /// `ADMIN_EMAIL`, registered here, then made admin with the binary's
+    /// `earntrack admin grant` on the cluster's database.
     pub async fn admin(&self) -> User {
-        http::admin(&self.client, &self.url("")).await
+        let user = http::register(&self.client, &self.url(""), http::ADMIN_EMAIL).await;
+        process::grant_admin(&self.database_url, http::ADMIN_EMAIL).await;
+        user
     }
 
     /// A platform of `user`'s, its id. (It publishes `platforms:new`: make
@@ -267,6 +272,7 @@ impl Cluster {
                     name,
                     addr: process.addr,
                     client: client.clone(),
+                    database_url: cluster.db.url.as_str().into(),
                 },
                 process,
                 listener: String::new(),
@@ -313,7 +319,6 @@ fn server_env<'a>(database_url: &'a str, env: &[(&'a str, &'a str)]) -> Vec<(&'a
     let mut all = vec![
         ("DATABASE_URL", database_url),
         ("JWT_SECRET", "cluster-secret-0123456789abcdefghijkl"),
-        ("EARNTRACK_ADMIN_EMAILS", http::ADMIN_EMAIL),
         ("EARNTRACK_DB_POOL", "3"),
         ("EARNTRACK_RATE_LIMIT_PER_MIN", "0"),
         ("RUST_LOG", "info"),

@@ -5,8 +5,8 @@ use std::time::Duration;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
-/// The email the test servers are configured to make an admin
-/// (`EARNTRACK_ADMIN_EMAILS` / `Config::admin_emails`).
+/// The email the tests register and then make an admin (`earntrack admin
+/// grant`, or the same function in-process): registering never does.
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 
 /// A registered user and their token.
@@ -41,9 +41,4 @@ pub async fn register(client: &Client, base: &str, email: &str) -> User {
 pub async fn user(client: &Client, base: &str) -> User {
     let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
     register(client, base, &email).await
-}
-
-/// The admin (the first registration of `ADMIN_EMAIL` on this server).
-pub async fn admin(client: &Client, base: &str) -> User {
-    register(client, base, ADMIN_EMAIL).await
 }

@@ -37,6 +37,38 @@ pub struct Process {
     _dir: TempDir,
 }
 
+/// Run the binary as a command (`earntrack admin grant <email>`, say) on
+/// `database_url`, to its end; its output.
+pub async fn command(database_url: &str, args: &[&str]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_earntrack"));
+    for (key, _) in std::env::vars() {
+        if inherited_config(&key) {
+            command.env_remove(key);
+        }
+    }
+    let run = command
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the command ends within 30 s")
+        .expect("the earntrack binary runs")
+}
+
+/// `earntrack admin grant <email>`, asserting it succeeded.
+pub async fn grant_admin(database_url: &str, email: &str) {
+    let out = command(database_url, &["admin", "grant", email]).await;
+    assert!(
+        out.status.success(),
+        "earntrack admin grant {email}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Process {
     /// Start the binary with `env` and wait until it is ready.
     pub async fn start(name: &str, env: &[(&str, &str)]) -> Process {

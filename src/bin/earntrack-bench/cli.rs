@@ -76,9 +76,14 @@ pub struct Common {
     /// Password of the bench users and of the admin.
     #[arg(long, default_value = "bench-password-1")]
     pub password: String,
-    /// The admin (must be in the server's EARNTRACK_ADMIN_EMAILS).
+    /// The admin that publishes, when no --publisher-key is given (register
+    /// it, then `earntrack admin grant <email>` on the server's database).
     #[arg(long, default_value = "bench-admin@example.com")]
     pub admin_email: String,
+    /// Publish with this key of the server's EARNTRACK_PUBLISHER_KEYS (its
+    /// own rate limit, no admin account needed).
+    #[arg(long, env = "EARNTRACK_BENCH_PUBLISHER_KEY", hide_env_values = true)]
+    pub publisher_key: Option<String>,
     /// JSON file of tokens per email, reused while valid (it holds bearer
     /// tokens: keep it private).
     #[arg(long)]

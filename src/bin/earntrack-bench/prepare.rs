@@ -228,10 +228,17 @@ impl SetUp<'_> {
         let setup_started = Instant::now();
         let result =
             accounts::setup_all(&setup, &emails, common.setup_concurrency, self.deadline).await;
-        let admin = if self.want_admin && result.is_ok() {
-            Some(self.admin(&setup).await)
-        } else {
-            None
+        let admin = match &common.publisher_key {
+            // A publisher key publishes as an admin does, with no account.
+            Some(key) if self.want_admin => Some(Ok(Some(Account {
+                email: "publisher key".into(),
+                id: String::new(),
+                token: key.as_str().into(),
+                role: "admin".into(),
+                platform: None,
+            }))),
+            _ if self.want_admin && result.is_ok() => Some(self.admin(&setup).await),
+            _ => None,
         };
         // Save what was paid for even when something failed.
         cache.lock().unwrap_or_else(|p| p.into_inner()).save()?;
@@ -272,8 +279,8 @@ fn checked_admin(set_up: anyhow::Result<Option<Account>>) -> anyhow::Result<Acco
     let a = set_up?.context("admin account missing")?;
     if a.role != "admin" {
         bail!(
-            "{} is not an admin: start the server with EARNTRACK_ADMIN_EMAILS={} \
-             (and remove its stale token from the cache)",
+            "{} is not an admin: run `earntrack admin grant {}` on the server's database, \
+             or publish with --publisher-key",
             a.email,
             a.email
         );
