@@ -148,6 +148,20 @@ pub struct Config {
     #[arg(long, env = "EARNTRACK_STREAM_THREADS", default_value_t = 0)]
     pub stream_threads: usize,
 
+    /// Seconds a connection may take to send a complete request head (on
+    /// both the lean stream path and hyper's); then it is closed.
+    #[arg(long, env = "EARNTRACK_HEAD_TIMEOUT_SECS", default_value_t = 10)]
+    pub head_timeout_secs: u64,
+
+    /// Open connections in all; more are closed at once. 0: no cap.
+    #[arg(long, env = "EARNTRACK_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+
+    /// Open connections per source address; more are closed at once. 0: no
+    /// cap.
+    #[arg(long, env = "EARNTRACK_MAX_CONNECTIONS_PER_IP", default_value_t = 4096)]
+    pub max_connections_per_ip: usize,
+
     /// Connections in the database pool.
     #[arg(long, env = "EARNTRACK_DB_POOL", default_value_t = 8)]
     pub db_pool: u32,
@@ -191,6 +205,16 @@ impl Config {
         Duration::from_secs(self.heartbeat_secs.max(1))
     }
 
+    /// The auth cookie is not `Secure` while the server listens beyond
+    /// loopback: warned about at start-up.
+    pub fn insecure_cookie_exposed(&self) -> bool {
+        !self.cookie_secure && !self.addr.ip().is_loopback()
+    }
+
+    pub fn head_timeout(&self) -> Duration {
+        Duration::from_secs(self.head_timeout_secs.max(1))
+    }
+
     pub fn write_timeout(&self) -> Duration {
         Duration::from_secs(self.write_timeout_secs.max(1))
     }
@@ -206,5 +230,23 @@ impl Config {
         let mut config = Config::parse_from(["earntrack"]);
         config.database_url = database_url.to_owned();
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_cookie_is_flagged_only_beyond_loopback() {
+        let mut c = Config::for_database("sqlite://x.db");
+        c.addr = "127.0.0.1:8080".parse().unwrap();
+        assert!(!c.insecure_cookie_exposed());
+        c.addr = "[::1]:8080".parse().unwrap();
+        assert!(!c.insecure_cookie_exposed());
+        c.addr = "0.0.0.0:8080".parse().unwrap();
+        assert!(c.insecure_cookie_exposed());
+        c.cookie_secure = true;
+        assert!(!c.insecure_cookie_exposed());
     }
 }

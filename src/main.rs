@@ -37,6 +37,15 @@ async fn run() -> anyhow::Result<()> {
         println!("{}", roles::run(&db, action).await?);
         return Ok(());
     }
+    if config.insecure_cookie_exposed() {
+        // Tokens travel in that cookie: over plain HTTP anyone on the path
+        // can read it. HTTPS (a TLS proxy in front) is expected.
+        tracing::warn!(
+            addr = %config.addr,
+            "the auth cookie is not Secure on a non-loopback address: serve over HTTPS and set \
+             EARNTRACK_COOKIE_SECURE=true"
+        );
+    }
     let app = App::build(config).await?;
     tracing::info!(addr = %app.local_addr(), "listening");
     app.run_until_stopped(stop_signal()).await

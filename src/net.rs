@@ -8,11 +8,15 @@
 //! for it: each connection has its own socket and task. Streams served by
 //! `http::fast_path` write through it too.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -36,14 +40,14 @@ impl Listener {
     /// The next connection. Errors (out of file descriptors, a connection
     /// reset before accept) are logged and waited out, as axum's own
     /// listener does.
-    pub async fn accept(&mut self) -> TcpStream {
+    pub async fn accept(&mut self) -> (TcpStream, SocketAddr) {
         loop {
             match self.inner.accept().await {
-                Ok((tcp, _addr)) => {
+                Ok((tcp, addr)) => {
                     // Frames are small and latency matters more than
                     // packet count.
                     let _ = tcp.set_nodelay(true);
-                    return tcp;
+                    return (tcp, addr);
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "accept failed");
@@ -149,5 +153,122 @@ impl AsyncWrite for WriteDeadline {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// Caps on open connections, in all and per source address: a flood of
+/// sockets (idle or half-sent heads, which the head timeout also ends)
+/// cannot take every file descriptor. A connection over a cap is closed at
+/// once, before anything is read.
+pub struct ConnectionCaps {
+    total: usize,
+    per_ip: usize,
+    open: AtomicUsize,
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// When the last "cap reached" line was logged (ms since `started`).
+    last_log_ms: AtomicU64,
+    started: Instant,
+}
+
+/// Which cap refused a connection (the metric's label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    Total,
+    PerIp,
+}
+
+impl Refused {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Total => "total",
+            Refused::PerIp => "per_ip",
+        }
+    }
+}
+
+impl ConnectionCaps {
+    /// `0` for either turns that cap off.
+    pub fn new(total: usize, per_ip: usize) -> Arc<Self> {
+        Arc::new(ConnectionCaps {
+            total: if total == 0 { usize::MAX } else { total },
+            per_ip: if per_ip == 0 { usize::MAX } else { per_ip },
+            open: AtomicUsize::new(0),
+            by_ip: Mutex::new(HashMap::new()),
+            last_log_ms: AtomicU64::new(0),
+            started: Instant::now(),
+        })
+    }
+
+    /// Count a new connection from `ip`, or say which cap refuses it. The
+    /// permit gives the place back when dropped.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, Refused> {
+        let refused = {
+            let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if self.open.load(Ordering::Relaxed) >= self.total {
+                Some(Refused::Total)
+            } else {
+                let n = by_ip.entry(ip).or_insert(0);
+                if *n >= self.per_ip {
+                    Some(Refused::PerIp)
+                } else {
+                    *n += 1;
+                    self.open.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            }
+        };
+        match refused {
+            None => {
+                metrics::gauge!("earntrack_connections_open").increment(1.0);
+                Ok(ConnectionPermit {
+                    caps: self.clone(),
+                    ip,
+                })
+            }
+            Some(cap) => {
+                metrics::counter!("earntrack_connections_refused_total", "cap" => cap.label())
+                    .increment(1);
+                self.log_refusal(cap, ip);
+                Err(cap)
+            }
+        }
+    }
+
+    /// At most one line a second: a flood must not flood the log too.
+    fn log_refusal(&self, cap: Refused, ip: IpAddr) {
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.last_log_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1000
+            && self
+                .last_log_ms
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let limit = match cap {
+                Refused::Total => self.total,
+                Refused::PerIp => self.per_ip,
+            };
+            tracing::warn!(cap = cap.label(), limit, source = %ip, "connection refused: cap reached");
+        }
+    }
+}
+
+/// One admitted connection; dropping it frees its place.
+pub struct ConnectionPermit {
+    caps: Arc<ConnectionCaps>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut by_ip = self.caps.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+        self.caps.open.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("earntrack_connections_open").decrement(1.0);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::http::{self, AppState};
-use crate::net::{Listener, WriteDeadline};
+use crate::net::{ConnectionCaps, Listener, WriteDeadline};
 
 /// The runtime that writes lean streams (`http::fast_path`). A broadcast
 /// wakes every stream at once; on the REST API's runtime those wake-ups would
@@ -52,7 +52,8 @@ impl Drop for StreamRuntime {
 }
 
 /// The accept loop (what `axum::serve` does, with hyper's HTTP/1 buffers
-/// capped, and the lean path for streams). Every connection shares the one
+/// capped, a head timeout on both paths, caps on open connections in all
+/// and per source address, and the lean path for streams). Every connection shares the one
 /// router: handing axum the `Router` itself clones every route and layer
 /// stack per connection, which a long-lived stream then holds (~36 KiB
 /// each). `max_buf_size(8192)`, the least hyper allows, keeps the read
@@ -67,25 +68,39 @@ pub async fn serve(
     router: axum::Router,
     stop: impl Future<Output = ()>,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceExt;
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(8192);
+    // HTTP/1 only: streams are HTTP/1.1 (or 1.0) everywhere this server is
+    // meant to run, and an HTTP/2 client that withholds WINDOW_UPDATE would
+    // stall a stream where the write deadline never sees it.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .max_buf_size(8192)
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.head_timeout());
     // Shared, not cloned: every connection task holds what it captures for
     // as long as the connection lives.
     let builder = Arc::new(builder);
+    let caps = ConnectionCaps::new(
+        state.config.max_connections,
+        state.config.max_connections_per_ip,
+    );
+    let head_timeout = state.config.head_timeout();
     let write_timeout = listener.write_timeout();
     let graceful = GracefulShutdown::new();
     let streams = tokio_util::task::TaskTracker::new();
     tokio::pin!(stop);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = &mut stop => break,
+        };
+        // Over a cap: closed at once, nothing read.
+        let Ok(permit) = caps.admit(peer.ip()) else {
+            continue;
         };
         let (state, router, builder, watcher, tracker, runtime) = (
             state.clone(),
@@ -100,30 +115,45 @@ pub async fn serve(
         // (~3 KiB) are boxed, and a lean stream gets a task of its own.
         streams.spawn(async move {
             let accepted = tokio::select! {
-                accepted = Box::pin(http::fast_path::accept(&state, &tcp)) => accepted,
+                // A socket that sends no complete head in time is closed.
+                accepted = tokio::time::timeout(head_timeout, Box::pin(http::fast_path::accept(&state, &tcp))) => {
+                    match accepted {
+                        Ok(accepted) => accepted,
+                        Err(_) => return,
+                    }
+                }
                 // A connection that has sent nothing yet must not hold up
                 // shutdown.
                 _ = state.shutdown.cancelled() => return,
             };
             if let Some(stream) = accepted {
-                // A task of its own, holding only the stream (this one's
-                // future has room for hyper's connection as well), on the
-                // streams' runtime.
+                // A task of its own, holding only the stream and its place
+                // under the caps (this one's future has room for hyper's
+                // connection as well), on the streams' runtime.
                 if let Ok(tcp) = tcp.into_std() {
-                    tracker.spawn_on(stream.run(tcp, write_timeout), &runtime);
+                    let run = stream.run(tcp, write_timeout);
+                    tracker.spawn_on(
+                        async move {
+                            run.await;
+                            drop(permit);
+                        },
+                        &runtime,
+                    );
                 }
                 return;
             }
-            let service = router.map_request(|req: axum::http::Request<hyper::body::Incoming>| {
-                req.map(axum::body::Body::new)
+            let service = router.map_request(move |req: axum::http::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                // The source address, for the per-address auth throttle.
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                req
             });
             let io = TokioIo::new(WriteDeadline::new(tcp, write_timeout));
-            let connection = builder
-                .serve_connection(io, TowerToHyperService::new(service))
-                .into_owned();
+            let connection = builder.serve_connection(io, TowerToHyperService::new(service));
             if let Err(err) = Box::pin(watcher.watch(connection)).await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
+            drop(permit);
         });
     }
     drop(listener);

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Keys;
@@ -91,6 +92,12 @@ pub fn router(state: AppState) -> Router {
         // its default predicate leaves `text/event-stream` alone (streams
         // compress themselves, event by event: `gzip`).
         .layer(CompressionLayer::new())
+        // No response is ever sniffed into another type (a JSON error
+        // rendered as HTML, say).
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .layer(middleware::from_fn(record_metrics))
         .layer(cors)
         .layer(

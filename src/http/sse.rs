@@ -30,10 +30,11 @@ use crate::push::feed::EndReason;
 use crate::push::{Feed, Item, Opening, SubscribeError, SubscriberKind, TopicFilter};
 
 /// The response headers of a stream, the same on both transports.
-pub const HEADERS: [(&str, &str); 4] = [
+pub const HEADERS: [(&str, &str); 5] = [
     ("content-type", "text/event-stream"),
     ("cache-control", "no-cache, no-transform"),
     ("x-accel-buffering", "no"),
+    ("x-content-type-options", "nosniff"),
     // A stream may be compressed or not depending on the request.
     ("vary", "accept-encoding"),
 ];

@@ -4,12 +4,15 @@
 
 const PROPS = new Set(['value', 'checked', 'selected', 'textContent', 'htmlFor']);
 
-/** h('button', {class: 'x', onclick: fn, 'data-testid': 'y'}, 'text', childNode) */
+/** h('button', {class: 'x', onclick: fn, 'data-testid': 'y', style: {'--c': '#fff'}}, 'text', childNode) */
 export function h(tag, props = {}, ...children) {
   const el = document.createElement(tag);
   for (const [key, value] of Object.entries(props ?? {})) {
     if (value == null || value === false) continue;
     if (key === 'class') el.className = value;
+    // Through the CSSOM, which the Content-Security-Policy allows (a
+    // `style` attribute would be inline style, which it blocks).
+    else if (key === 'style') for (const [prop, v] of Object.entries(value)) el.style.setProperty(prop, v);
     else if (key.startsWith('on') && typeof value === 'function') el.addEventListener(key.slice(2), value);
     else if (PROPS.has(key)) el[key] = value;
     else el.setAttribute(key, value === true ? '' : String(value));
@@ -28,7 +31,7 @@ export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
 export const safeColor = (c) => (/^#[0-9a-f]{3,8}$/i.test(String(c)) ? c : '#8884');
 
 /** The coloured dot before a platform's name. */
-export const colorDot = (color) => h('span', { class: 'dot', style: `--c:${safeColor(color)}`, 'aria-hidden': 'true' });
+export const colorDot = (color) => h('span', { class: 'dot', style: { '--c': safeColor(color) }, 'aria-hidden': 'true' });
 
 /** A number input's value as the API wants it: '' is "not given". */
 export const numberOrNull = (v) => (String(v).trim() === '' ? null : Number(v));

@@ -132,7 +132,7 @@ function renderTotals(t) {
 
 /** A platform's total, with a bar as long as its share of the largest total. */
 function platformBar({ platform, cents }, max) {
-  const fill = `width:${((cents / max) * 100).toFixed(1)}%;--c:${safeColor(platform.color)}`;
+  const fill = { width: `${((cents / max) * 100).toFixed(1)}%`, '--c': safeColor(platform.color) };
   return h('li', { class: 'bar', 'data-testid': 'total-platform', 'data-platform-id': platform.id },
     h('span', { class: 'bar__label' }, colorDot(platform.color), platform.name),
     h('span', { class: 'bar__value', 'data-testid': 'total-platform-amount' }, money(cents)),

@@ -15,6 +15,7 @@ mod helpers;
 mod accounts;
 mod admin;
 mod compression;
+mod connections;
 mod earnings;
 mod fast_path;
 mod hardening;

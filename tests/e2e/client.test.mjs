@@ -381,6 +381,8 @@ step('after a server restart page B goes live again and catches up', async () =>
 
 step('no uncaught errors, and a screenshot of page A', async () => {
   assert.deepEqual(uncaught(), [], 'no uncaught exceptions in the pages');
+  // The server's Content-Security-Policy blocked nothing the client needs.
+  assert.deepEqual(pageLog.filter((l) => /Content Security Policy/i.test(l)), [], 'no CSP violations');
   mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
   await pageA.setViewportSize({ width: 1280, height: 800 });
   // A calm picture: no focus ring left from the bell, no half-played flash.

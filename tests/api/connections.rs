@@ -1,0 +1,158 @@
+//! No connection lives unbounded (issue #13): a socket that sends nothing,
+//! or half a head, is closed after the head timeout on both paths; open
+//! connections are capped per source address and in all, without keeping a
+//! normal client out; HTTP/2 is not spoken.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{spawn_app_with, TestApp};
+
+/// Whether the server closed `tcp` within `within` (EOF or reset).
+async fn closed_within(tcp: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+async fn silent_sockets(app: &TestApp, n: usize) -> Vec<TcpStream> {
+    let mut sockets = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+        // Half of them send half a head (hyper's path), half nothing (the
+        // lean path's peek).
+        if i % 2 == 1 {
+            tcp.write_all(b"GET /api/earnings HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        sockets.push(tcp);
+    }
+    sockets
+}
+
+#[tokio::test]
+async fn two_hundred_silent_sockets_neither_stay_nor_keep_a_normal_client_out() {
+    let app = spawn_app_with(|c| c.head_timeout_secs = 2).await;
+    let user = app.user().await;
+    let started = Instant::now();
+    let mut sockets = silent_sockets(&app, 200).await;
+
+    // While they hang on, a normal client is served: REST and a stream.
+    let res = app.get("/api/platforms", &user.token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let (mut stream, _) = app.stream_connected(&user).await;
+    app.platform(&user, "Upwork").await;
+    assert_eq!(
+        stream.event_within(Duration::from_secs(2)).await.event,
+        "platforms:new"
+    );
+
+    // Then each is closed after the head timeout (2 s here, 10 by default).
+    for (i, tcp) in sockets.iter_mut().enumerate() {
+        let left = Duration::from_secs(6).saturating_sub(started.elapsed());
+        assert!(
+            closed_within(tcp, left).await,
+            "socket {i} still open after {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed before the timeout"
+    );
+    // The stream itself is not cut by the head timeout.
+    assert!(stream.quiet_for(Duration::from_millis(500)).await.is_none());
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_cap_are_closed_at_once_and_counted() {
+    let app = spawn_app_with(|c| c.max_connections_per_ip = 20).await;
+    let user = app.user().await;
+    let before = app.metrics_text().await;
+    let refused_before = refused(&before, "per_ip");
+    let mut held = silent_sockets(&app, 20).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The 21st from the same address is closed before anything is read.
+    let mut extra = TcpStream::connect(app.addr).await.unwrap();
+    assert!(closed_within(&mut extra, Duration::from_secs(2)).await);
+    drop(held.drain(..10));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // With places free again, a normal client is served.
+    let res = app.get("/api/platforms", &user.token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let after = app.metrics_text().await;
+    assert!(refused(&after, "per_ip") >= refused_before + 1.0, "{after}");
+    assert!(after.contains("earntrack_connections_open"), "{after}");
+}
+
+#[tokio::test]
+async fn connections_over_the_total_cap_are_closed_at_once() {
+    let app = spawn_app_with(|c| c.max_connections = 5).await;
+    let _held = silent_sockets(&app, 5).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(app.addr).await.unwrap();
+    assert!(closed_within(&mut extra, Duration::from_secs(2)).await);
+}
+
+fn refused(metrics: &str, cap: &str) -> f64 {
+    let series = format!("earntrack_connections_refused_total{{cap=\"{cap}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_not_spoken() {
+    let app = spawn_app_with(|_| {}).await;
+    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+    // The HTTP/2 connection preface, then an empty SETTINGS frame.
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut answer)).await;
+    // An HTTP/2 server would answer with a SETTINGS frame (type 4 at byte 3).
+    let is_h2_settings = answer.len() >= 9 && answer[3] == 0x04;
+    assert!(!is_h2_settings, "answered as HTTP/2: {answer:?}");
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 4"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[tokio::test]
+async fn the_web_client_is_served_with_a_strict_content_security_policy() {
+    let app = spawn_app_with(|_| {}).await;
+    for path in ["/", "/app.js"] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let h = res.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+    }
+    // And every API answer, streams included, is never sniffed.
+    let user = app.user().await;
+    let res = app.get("/api/platforms", &user.token).await;
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    let stream = app.stream(&user.token, "").await;
+    assert_eq!(stream.headers["x-content-type-options"], "nosniff");
+}
