@@ -73,6 +73,7 @@ impl App {
             config.max_streams_per_user,
             cluster,
         );
+        hub.set_max_polls_per_user(config.max_polls_per_user);
         let presence = Presence::new(hub.clone(), cluster.then(|| db.clone()));
         let mut conn = db.read.acquire().await?;
         for (room, user) in rooms::all_members(&mut conn).await? {

@@ -148,6 +148,11 @@ pub struct Config {
     #[arg(long, env = "EARNTRACK_STREAM_THREADS", default_value_t = 0)]
     pub stream_threads: usize,
 
+    /// Long-polls one user may have waiting at once on a server (429
+    /// `rate_limited` beyond); 0: no cap.
+    #[arg(long, env = "EARNTRACK_MAX_POLLS_PER_USER", default_value_t = 4)]
+    pub max_polls_per_user: usize,
+
     /// Seconds a connection may take to send a complete request head (on
     /// both the lean stream path and hyper's); then it is closed.
     #[arg(long, env = "EARNTRACK_HEAD_TIMEOUT_SECS", default_value_t = 10)]

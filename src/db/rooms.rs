@@ -105,6 +105,19 @@ pub async fn memberships(
     .await
 }
 
+/// Every room `user` has ever been a member of (left ones included).
+pub async fn ever_joined(
+    conn: &mut AnyConnection,
+    user: Uuid,
+) -> Result<std::collections::HashSet<i64>, sqlx::Error> {
+    let rooms: Vec<i64> =
+        sqlx::query_scalar("SELECT DISTINCT room_id FROM room_members WHERE user_id = $1")
+            .bind(user.to_string())
+            .fetch_all(conn)
+            .await?;
+    Ok(rooms.into_iter().collect())
+}
+
 /// Every current membership (room, user), to route room events live.
 pub async fn all_members(conn: &mut AnyConnection) -> Result<Vec<(i64, Uuid)>, sqlx::Error> {
     let rows: Vec<(i64, String)> =

@@ -184,7 +184,10 @@ impl FromRequestParts<AppState> for AuthUser {
             return Err(ApiError::Csrf);
         }
         tracing::Span::current().record("user_id", tracing::field::display(id));
-        if parts.uri.path().starts_with("/api/") {
+        // Stream opens and long-polls spend the same budget as REST calls:
+        // a client polling in a loop is as costly as one calling the API.
+        let path = parts.uri.path();
+        if path.starts_with("/api/") || path.starts_with("/events") {
             state.rate_limit.check(id)?;
         }
         let user = AuthUser {

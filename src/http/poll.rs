@@ -97,34 +97,62 @@ pub async fn poll(
     }
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-    let mut events = Vec::new();
-    let mut cursor = after.unwrap_or_else(|| feed.cursor());
+    let mut answer = Answer {
+        events: Vec::new(),
+        // The feed's own text of where it starts: a cursor given in `after`
+        // comes back without what was dropped from it (foreign rooms).
+        cursor: feed.cursor(),
+        over: false,
+    };
+    // What exists already is read first, whatever the timeout (even 0): the
+    // timer must not win the race against the log.
+    feed.catch_up_now().await?;
     loop {
-        // Once something came, answer with whatever is already there rather
-        // than waiting out the timeout.
-        if !events.is_empty() && (!feed.has_pending() || events.len() >= MAX_EVENTS) {
+        while answer.events.len() < MAX_EVENTS && !answer.over {
+            let Some(item) = feed.try_next() else { break };
+            answer.take(item, &feed);
+        }
+        // Once something came, answer with it rather than waiting out the
+        // timeout.
+        if !answer.events.is_empty() || answer.over {
             break;
         }
         tokio::select! {
             biased;
             _ = app.shutdown.cancelled() => break,
+            // Before the timer: what is ready now goes in the answer.
+            item = feed.next() => answer.take(item, &feed),
             _ = tokio::time::sleep_until(deadline) => break,
-            item = feed.next() => match item {
-                Item::Event(frame) => {
-                    let next = feed.cursor();
-                    let envelope: Value = serde_json::from_str(&frame.envelope).unwrap_or(Value::Null);
-                    events.push(json!({
-                        "id": next,
-                        "event": frame.name,
-                        "timestamp": envelope["timestamp"],
-                        "data": envelope["data"],
-                    }));
-                    cursor = next;
-                }
-                Item::Ping => {}
-                Item::End(_) => break,
-            }
         }
     }
+    let Answer { events, cursor, .. } = answer;
     Ok(Json(json!({ "events": events, "cursor": cursor })))
+}
+
+/// A long-poll's answer as it fills.
+struct Answer {
+    events: Vec<Value>,
+    cursor: String,
+    /// The feed ended (force-disconnect, shutdown, a change of access).
+    over: bool,
+}
+
+impl Answer {
+    fn take(&mut self, item: Item, feed: &Feed) {
+        match item {
+            Item::Event(frame) => {
+                let next = feed.cursor();
+                let envelope: Value = serde_json::from_str(&frame.envelope).unwrap_or(Value::Null);
+                self.events.push(json!({
+                    "id": next,
+                    "event": frame.name,
+                    "timestamp": envelope["timestamp"],
+                    "data": envelope["data"],
+                }));
+                self.cursor = next;
+            }
+            Item::Ping => {}
+            Item::End(_) => self.over = true,
+        }
+    }
 }

@@ -47,6 +47,9 @@ pub fn subscribe_error(err: SubscribeError) -> ApiError {
         SubscribeError::TooManyStreams => ApiError::TooManyStreams {
             retry_after_secs: 5,
         },
+        SubscribeError::TooManyPolls => ApiError::RateLimited {
+            retry_after_secs: 1,
+        },
         SubscribeError::ShuttingDown => ApiError::Unavailable,
     }
 }

@@ -150,8 +150,13 @@ impl Feed {
             Some(Some(mut wanted))
                 if resumable(&mut conn, user, &wanted, ctx.replay_max).await? =>
             {
-                // Rooms joined after the cursor was issued are followed from
-                // the moment of joining.
+                // A cursor is text the client sends back: rooms in it that
+                // the user never belonged to would each cost a log query for
+                // nothing (a crafted cursor may name hundreds). Dropped.
+                if !wanted.rooms.is_empty() {
+                    let ever = rooms::ever_joined(&mut conn, user).await?;
+                    wanted.rooms.retain(|room, _| ever.contains(room));
+                }
                 // Rooms joined after the cursor was issued (even if left
                 // since) are followed from the moment of joining.
                 let mut joined = rooms::joined_since(&mut conn, user, wanted.user).await?;
@@ -201,6 +206,19 @@ impl Feed {
             || !self.backlog.is_empty()
             || !self.sub.rx.is_empty()
             || !self.sub.all.is_empty()
+    }
+
+    /// Read from the log what this feed is known to be behind on, so that
+    /// `try_next` yields it at once: a long-poll with no time to wait must
+    /// still answer with the events that exist.
+    pub async fn catch_up_now(&mut self) -> Result<(), sqlx::Error> {
+        while self.catch_up {
+            Box::pin(self.read_log()).await?;
+            if !self.backlog.is_empty() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     pub async fn next(&mut self) -> Item {

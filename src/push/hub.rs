@@ -63,6 +63,8 @@ pub enum SubscriberKind {
 #[derive(Debug, PartialEq, Eq)]
 pub enum SubscribeError {
     TooManyStreams,
+    /// More long-polls of one user waiting at once than allowed.
+    TooManyPolls,
     ShuttingDown,
 }
 
@@ -88,6 +90,8 @@ struct Inner {
     rooms: RwLock<HashMap<i64, HashSet<Uuid>>>,
     capacity: usize,
     max_streams_per_user: usize,
+    /// Long-polls one user may have waiting on this server at once.
+    max_polls_per_user: std::sync::atomic::AtomicUsize,
     closing: AtomicBool,
     /// Broadcast frames and hub-wide signals, shared by every subscriber.
     all: broadcast::Sender<Signal>,
@@ -115,11 +119,18 @@ impl Hub {
                 rooms: RwLock::new(HashMap::new()),
                 capacity: capacity.max(2),
                 max_streams_per_user,
+                max_polls_per_user: std::sync::atomic::AtomicUsize::new(usize::MAX),
                 closing: AtomicBool::new(false),
                 all: broadcast::channel(SHARED_CAPACITY).0,
                 changed: track_changes.then(|| Mutex::new(HashSet::new())),
             }),
         }
+    }
+
+    /// Cap the long-polls one user may have waiting at once (0: no cap).
+    pub fn set_max_polls_per_user(&self, max: usize) {
+        let max = if max == 0 { usize::MAX } else { max };
+        self.inner.max_polls_per_user.store(max, Ordering::Relaxed);
     }
 
     fn shard(&self, user: Uuid) -> &Mutex<HashMap<Uuid, Entry>> {
@@ -153,6 +164,11 @@ impl Hub {
                     shard.remove(&user);
                 }
                 return Err(SubscribeError::TooManyStreams);
+            }
+            SubscriberKind::Poll
+                if entry.polls >= self.inner.max_polls_per_user.load(Ordering::Relaxed) =>
+            {
+                return Err(SubscribeError::TooManyPolls);
             }
             SubscriberKind::Stream => entry.streams += 1,
             SubscriberKind::Poll => entry.polls += 1,

@@ -156,3 +156,87 @@ async fn the_web_client_is_served_with_a_strict_content_security_policy() {
     let stream = app.stream(&user.token, "").await;
     assert_eq!(stream.headers["x-content-type-options"], "nosniff");
 }
+
+// ---- long-poll budgets ----
+
+async fn poll_status(app: &TestApp, token: &str, query: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(&format!("/events/poll{query}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn polls_and_stream_opens_spend_the_users_request_budget() {
+    let app = spawn_app_with(|c| c.rate_limit_per_min = 3).await;
+    let user = app.user().await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(poll_status(&app, &user.token, "?timeout=0").await.status());
+    }
+    assert_eq!(statuses, [StatusCode::OK; 3]);
+    let res = poll_status(&app, &user.token, "?timeout=0").await;
+    crate::helpers::assert_api_error(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let stream = app.stream(&user.token, "").await;
+    assert_eq!(stream.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_user_may_have_only_so_many_long_polls_waiting() {
+    let app = spawn_app_with(|c| c.max_polls_per_user = 2).await;
+    let user = app.user().await;
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url, token) = (
+                app.client.clone(),
+                app.url("/events/poll?timeout=3"),
+                user.token.clone(),
+            );
+            tokio::spawn(async move {
+                client
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let res = poll_status(&app, &user.token, "?timeout=3").await;
+    assert!(res.headers().contains_key("retry-after"));
+    crate::helpers::assert_api_error(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // Another user is not affected.
+    let other = app.user().await;
+    assert_eq!(
+        poll_status(&app, &other.token, "?timeout=0").await.status(),
+        StatusCode::OK
+    );
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), StatusCode::OK);
+    }
+    // Once they answered, there is room again.
+    assert_eq!(
+        poll_status(&app, &user.token, "?timeout=0").await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn cursor_rooms_the_user_never_joined_are_dropped() {
+    let app = spawn_app_with(|_| {}).await;
+    let user = app.user().await;
+    let res = poll_status(&app, &user.token, "?timeout=0").await;
+    let body: serde_json::Value = res.json().await.unwrap();
+    let cursor = body["cursor"].as_str().unwrap().to_owned();
+    // A crafted cursor naming rooms this user never belonged to.
+    let crafted: String = (1..=300).fold(cursor, |c, room| format!("{c}.{room}:0"));
+    let res = poll_status(&app, &user.token, &format!("?timeout=0&after={crafted}")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let answered = body["cursor"].as_str().unwrap();
+    assert!(!answered.contains(':'), "foreign rooms kept: {answered}");
+}

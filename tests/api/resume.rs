@@ -749,3 +749,51 @@ async fn a_reader_that_keeps_reconnecting_sees_every_event_of_concurrent_writers
     }
     expect_nothing_before_a_marker(&app, &alice, &mut stream).await;
 }
+
+#[tokio::test]
+async fn long_poll_with_timeout_0_returns_the_events_that_exist_even_under_load() {
+    let app = spawn_app().await;
+    let alice = app.user().await;
+    let platform = app.platform(&alice, "Upwork").await;
+    let after = list_cursor(&app, &alice).await;
+    // Writes keep landing while the polls run.
+    let writer = {
+        let (base, token, pid) = (
+            app.base.clone(),
+            alice.token.clone(),
+            platform["id"].clone(),
+        );
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for i in 0..40 {
+                let body =
+                    serde_json::json!({"platformId": pid, "date": "2024-01-15", "amount": 10 + i});
+                let res = client
+                    .post(format!("{base}/api/earnings"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), StatusCode::CREATED);
+            }
+        })
+    };
+    app.earning(&alice, &platform, 1.0).await;
+    // Every timeout=0 poll from the cursor before that first earning gets at
+    // least it (and its notification), at once.
+    for _ in 0..30 {
+        let (status, body, took) = poll(
+            &app,
+            &alice,
+            &format!("?after={}&timeout=0", encode(&after)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(took < Duration::from_secs(2), "timeout=0 took {took:?}");
+        let events = body["events"].as_array().unwrap();
+        assert!(events.len() >= 2, "timeout=0 answered {body}");
+        assert_eq!(events[0]["event"], "earnings:new");
+    }
+    writer.await.unwrap();
+}
