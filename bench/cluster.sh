@@ -107,7 +107,7 @@ start_servers() { # scenario count
         port=$((BASE_PORT + i))
         EARNTRACK_ADDR="127.0.0.1:$port" DATABASE_URL="$DB_URL" JWT_SECRET=bench-secret-0123456789abcdefghijklmn \
         EARNTRACK_PUBLISHER_KEYS="$BENCH_PUBLISHER_KEY" EARNTRACK_MAX_STREAMS_PER_USER=100 \
-        EARNTRACK_RATE_LIMIT_PER_MIN=0 EARNTRACK_DB_POOL=4 RUST_LOG=warn \
+        EARNTRACK_RATE_LIMIT_PER_MIN=0 EARNTRACK_AUTH_PER_ADDR_PER_MIN=0 EARNTRACK_AUTH_PER_EMAIL_PER_MIN=0 EARNTRACK_DB_POOL=4 RUST_LOG=warn \
             "$BENCH_DIR/earntrack-server" >"$BENCH_DIR/server-$scenario-$i.log" 2>&1 &
         SERVER_PIDS+=($!)
         # One at a time: the first one runs the migrations.

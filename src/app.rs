@@ -23,7 +23,7 @@ use crate::push::broker::postgres::PostgresBroker;
 use crate::push::broker::{Broker, MemoryBroker};
 use crate::push::cursor::CursorCodec;
 use crate::push::{FeedContext, Hub, Presence, Publisher};
-use crate::ratelimit::{PublisherRate, RateLimit};
+use crate::ratelimit::{AuthThrottle, PublisherRate, RateLimit};
 use crate::roles;
 use crate::serve::{bind, serve, StreamRuntime};
 use crate::telemetry::prometheus::prometheus;
@@ -96,6 +96,7 @@ impl App {
         let config_rate = config.rate_limit_per_min;
         let config_keys = config.publisher_keys.clone();
         let config_publisher_rate = config.publisher_rate_per_sec;
+        let config_auth = (config.auth_per_addr_per_min, config.auth_per_email_per_min);
         let db_backend = db.backend;
         let streams =
             StreamRuntime::new(config.stream_threads).context("starting the streams' runtime")?;
@@ -112,6 +113,7 @@ impl App {
             rate_limit: RateLimit::per_minute(config_rate),
             publisher_keys: PublisherKeys::new(config_keys.iter().map(|k| k.expose())),
             publisher_rate: PublisherRate::per_second(config_publisher_rate),
+            auth_throttle: AuthThrottle::per_minute(config_auth.0, config_auth.1),
             // A single server needs no listener; a cluster member is ready
             // only while it hears the others.
             cluster_up: Arc::new(AtomicBool::new(db_backend == Backend::Sqlite)),

@@ -148,6 +148,20 @@ pub struct Config {
     #[arg(long, env = "EARNTRACK_STREAM_THREADS", default_value_t = 0)]
     pub stream_threads: usize,
 
+    /// Register and login requests per source address per minute (429
+    /// `rate_limited` beyond); 0 turns it off.
+    #[arg(long, env = "EARNTRACK_AUTH_PER_ADDR_PER_MIN", default_value_t = 120)]
+    pub auth_per_addr_per_min: u32,
+
+    /// Register and login requests per email per minute; 0 turns it off.
+    #[arg(long, env = "EARNTRACK_AUTH_PER_EMAIL_PER_MIN", default_value_t = 10)]
+    pub auth_per_email_per_min: u32,
+
+    /// Milliseconds a register or login waits for a password-hashing slot
+    /// before 503 `unavailable` (with `Retry-After`): the queue is bounded.
+    #[arg(long, env = "EARNTRACK_HASH_WAIT_MS", default_value_t = 2000)]
+    pub hash_wait_ms: u64,
+
     /// Long-polls one user may have waiting at once on a server (429
     /// `rate_limited` beyond); 0: no cap.
     #[arg(long, env = "EARNTRACK_MAX_POLLS_PER_USER", default_value_t = 4)]

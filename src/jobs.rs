@@ -132,6 +132,7 @@ async fn retention(app: AppState, stop: CancellationToken) {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {
                 app.rate_limit.forget_idle();
+                app.auth_throttle.forget_idle();
                 if let Err(err) = prune(&app.db, &app.config).await {
                     tracing::warn!(error = %err, "pruning the event log failed");
                 }

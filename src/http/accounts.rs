@@ -1,16 +1,18 @@
 //! `/api/auth/*`: register, login, refresh, logout. Register and login set
 //! the HttpOnly `earntrack_token` cookie that browsers' EventSource uses.
 
+use std::net::SocketAddr;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -50,11 +52,13 @@ pub fn router() -> Router<AppState> {
             headers(("Set-Cookie" = String, description = "earntrack_token=<jwt>; HttpOnly; SameSite=Lax; Path=/")),
         ),
         (status = 409, description = "email taken", body = ErrorBody),
+        (status = 429, description = "throttled: too many attempts from this address or for this email", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ),
 )]
 pub async fn register(
     State(app): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Response> {
     let mut f = Fields::new(&body);
@@ -62,13 +66,14 @@ pub async fn register(
     let password = f.required("password", password);
     let name = f.optional("name", input::text(100));
     f.finish().map_err(ApiError::Validation)?;
+    throttle(&app, peer, email.as_deref().unwrap_or_default())?;
     let (email, password) = (email.unwrap_or_default(), password.unwrap_or_default());
 
     let user = users::UserRow {
         id: Uuid::new_v4(),
         email,
         name,
-        password_hash: hash_password(password).await?,
+        password_hash: hash_password(&app, password).await?,
         // Registration never makes an admin (`earntrack admin grant` does).
         role: Role::User,
     };
@@ -97,24 +102,29 @@ pub async fn register(
             headers(("Set-Cookie" = String, description = "earntrack_token=<jwt>; HttpOnly; SameSite=Lax; Path=/")),
         ),
         (status = 401, description = "invalid credentials", body = ErrorBody),
+        (status = 429, description = "throttled: too many attempts from this address or for this email", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ),
 )]
 pub async fn login(
     State(app): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Response> {
     let mut f = Fields::new(&body);
-    let email = f.required("email", |v| {
-        v.as_str()
-            .map(|s| s.trim().to_lowercase())
-            .ok_or("must be a string")
-    });
+    // The same rules as register: a string that could never be an account's
+    // email (a NUL byte, say) never reaches the database.
+    let email = f.required("email", email);
     let password = f.required("password", |v| {
-        v.as_str().map(str::to_owned).ok_or("must be a string")
+        let s = v.as_str().ok_or("must be a string")?;
+        if s.chars().count() > PASSWORD_MAX {
+            return Err("must be at most 1024 characters");
+        }
+        Ok(s.to_owned())
     });
     f.finish().map_err(ApiError::Validation)?;
     let (email, password) = (email.unwrap_or_default(), password.unwrap_or_default());
+    throttle(&app, peer, &email)?;
 
     let mut conn = app.db.read.acquire().await?;
     let found = users::by_email(&mut conn, &email).await?;
@@ -122,7 +132,7 @@ pub async fn login(
     // An unknown email still costs one verification, so response time does
     // not tell which emails are registered.
     let hash = found.as_ref().map(|u| u.password_hash.clone());
-    let ok = verify_password(password, hash).await?;
+    let ok = verify_password(&app, password, hash).await?;
     match found {
         Some(user) if ok => Ok(session(&app, &user, StatusCode::OK)),
         _ => Err(ApiError::InvalidCredentials),
@@ -230,14 +240,26 @@ fn email(v: &Value) -> Result<String, &'static str> {
     }
 }
 
+/// Hashing cost grows with length; nobody types more than this.
+const PASSWORD_MAX: usize = 1024;
+
 fn password(v: &Value) -> Result<String, &'static str> {
     let s = v.as_str().ok_or("must be a string")?;
     match s.chars().count() {
         0..=7 => Err("must be at least 8 characters"),
-        // Hashing cost grows with length; nobody types more than this.
-        1025.. => Err("must be at most 1024 characters"),
+        n if n > PASSWORD_MAX => Err("must be at most 1024 characters"),
         _ => Ok(s.to_owned()),
     }
+}
+
+/// The per-address and per-email throttles of register and login.
+fn throttle(
+    app: &AppState,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    email: &str,
+) -> ApiResult<()> {
+    let addr = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    app.auth_throttle.check(addr, email)
 }
 
 /// Argon2 is deliberately slow and memory hungry (19 MiB each): hash on the
@@ -248,21 +270,29 @@ fn hashing_slots() -> &'static Semaphore {
     SLOTS.get_or_init(|| Semaphore::new(4))
 }
 
-/// Run `work` with argon2 on the blocking pool, holding a hashing slot.
+/// Run `work` with argon2 on the blocking pool, holding a hashing slot. The
+/// queue for a slot is bounded in time: past `EARNTRACK_HASH_WAIT_MS` the
+/// request is 503 with `Retry-After`, so a flood of bogus logins makes
+/// others retry rather than wait without end.
 async fn with_argon2<T: Send + 'static>(
+    app: &AppState,
     work: impl FnOnce(&Argon2) -> T + Send + 'static,
 ) -> ApiResult<T> {
-    let _slot = hashing_slots()
-        .acquire()
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let wait = Duration::from_millis(app.config.hash_wait_ms);
+    let _slot = match tokio::time::timeout(wait, hashing_slots().acquire()).await {
+        Ok(slot) => slot.map_err(|e| ApiError::Internal(e.into()))?,
+        Err(_) => {
+            metrics::counter!("earntrack_hash_queue_timeouts_total").increment(1);
+            return Err(ApiError::Unavailable);
+        }
+    };
     tokio::task::spawn_blocking(move || work(&Argon2::default()))
         .await
         .map_err(|e| ApiError::Internal(e.into()))
 }
 
-async fn hash_password(password: String) -> ApiResult<String> {
-    with_argon2(move |argon2| {
+async fn hash_password(app: &AppState, password: String) -> ApiResult<String> {
+    with_argon2(app, move |argon2| {
         let salt = SaltString::generate(&mut OsRng);
         argon2
             .hash_password(password.as_bytes(), &salt)
@@ -274,8 +304,12 @@ async fn hash_password(password: String) -> ApiResult<String> {
 
 /// `hash` is `None` for an unknown email: the password is then checked
 /// against a dummy hash, so the answer takes as long either way.
-async fn verify_password(password: String, hash: Option<String>) -> ApiResult<bool> {
-    with_argon2(move |argon2| {
+async fn verify_password(
+    app: &AppState,
+    password: String,
+    hash: Option<String>,
+) -> ApiResult<bool> {
+    with_argon2(app, move |argon2| {
         let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());
         PasswordHash::new(hash)
             .is_ok_and(|parsed| argon2.verify_password(password.as_bytes(), &parsed).is_ok())

@@ -61,6 +61,7 @@ pub struct Shared {
     /// Services that publish with a key instead of a user's token.
     pub publisher_keys: crate::auth::PublisherKeys,
     pub publisher_rate: crate::ratelimit::PublisherRate,
+    pub auth_throttle: crate::ratelimit::AuthThrottle,
     /// False while a cluster member's LISTEN connection is down.
     pub cluster_up: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -240,3 +240,103 @@ async fn cursor_rooms_the_user_never_joined_are_dropped() {
     let answered = body["cursor"].as_str().unwrap();
     assert!(!answered.contains(':'), "foreign rooms kept: {answered}");
 }
+
+// ---- register and login ----
+
+async fn login(app: &TestApp, email: &str, password: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/auth/login"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn logins_are_throttled_per_email_and_per_address() {
+    let app = spawn_app_with(|c| {
+        c.auth_per_email_per_min = 3;
+        c.auth_per_addr_per_min = 8;
+    })
+    .await;
+    // Registering counts for the email too (1 of 3).
+    app.register("target@example.com").await;
+    // Guessing its password: the budget's rest goes, then refusals come
+    // before any hash is computed.
+    for _ in 0..2 {
+        let res = login(&app, "target@example.com", "wrong-password").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = login(&app, "target@example.com", "wrong-password").await;
+    assert!(res.headers().contains_key("retry-after"));
+    crate::helpers::assert_api_error(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // Spread over many emails, the address's budget runs out too.
+    let mut limited = false;
+    for i in 0..10 {
+        let res = login(&app, &format!("other-{i}@example.com"), "wrong-password").await;
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert!(limited, "the per-address throttle never bit");
+}
+
+#[tokio::test]
+async fn login_input_is_validated_like_register() {
+    let app = spawn_app_with(|_| {}).await;
+    for email in ["nul\u{0}@example.com", "not-an-email", ""] {
+        let res = login(&app, email, "correct horse").await;
+        let body = crate::helpers::assert_api_error(
+            res,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert!(body["error"]["fields"]["email"].is_string(), "{body}");
+    }
+    let res = login(&app, "someone@example.com", &"x".repeat(1025)).await;
+    let body = crate::helpers::assert_api_error(
+        res,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert!(body["error"]["fields"]["password"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn a_full_hashing_queue_answers_503_with_retry_after_instead_of_waiting() {
+    // No wait at all for a hashing slot: with four slots busy, the rest are
+    // refused at once.
+    let app = spawn_app_with(|c| c.hash_wait_ms = 0).await;
+    let attempts: Vec<_> = (0..24)
+        .map(|i| {
+            let (client, url) = (app.client.clone(), app.url("/api/auth/login"));
+            tokio::spawn(async move {
+                let body = serde_json::json!({"email": format!("x{i}@example.com"), "password": "wrong-password"});
+                client.post(url).json(&body).send().await.unwrap()
+            })
+        })
+        .collect();
+    let mut unavailable = 0;
+    for a in attempts {
+        let res = a.await.unwrap();
+        match res.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(res.headers().contains_key("retry-after"));
+                crate::helpers::assert_api_error(
+                    res,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                )
+                .await;
+                unavailable += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(unavailable > 0, "the queue was never full");
+}

@@ -59,6 +59,10 @@ pub fn test_config(dir: &TempDir) -> Config {
     config.addr = "127.0.0.1:0".parse().unwrap();
     config.jwt_secret = Some("api-test-secret-0123456789abcdefghij".parse().unwrap());
     config.rate_limit_per_min = 0;
+    // Tests register many users from one address; the throttle's own tests
+    // turn it on.
+    config.auth_per_addr_per_min = 0;
+    config.auth_per_email_per_min = 0;
     config
 }
 

@@ -321,6 +321,7 @@ fn server_env<'a>(database_url: &'a str, env: &[(&'a str, &'a str)]) -> Vec<(&'a
         ("JWT_SECRET", "cluster-secret-0123456789abcdefghijkl"),
         ("EARNTRACK_DB_POOL", "3"),
         ("EARNTRACK_RATE_LIMIT_PER_MIN", "0"),
+        ("EARNTRACK_AUTH_PER_ADDR_PER_MIN", "0"),
         ("RUST_LOG", "info"),
     ];
     all.extend_from_slice(env);
