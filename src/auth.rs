@@ -24,6 +24,10 @@ pub struct Claims {
     pub role: String,
     pub iat: i64,
     pub exp: i64,
+    /// The user's token version when issued: a token older than the stored
+    /// version (after logout-everywhere or a password change) is refused.
+    #[serde(default)]
+    pub tv: i64,
 }
 
 pub struct Keys {
@@ -47,7 +51,7 @@ impl Keys {
         }
     }
 
-    pub fn issue(&self, id: Uuid, email: &str, role: &str) -> String {
+    pub fn issue(&self, id: Uuid, email: &str, role: &str, tv: i64) -> String {
         let iat = now_ms() / 1000;
         let claims = Claims {
             sub: id.to_string(),
@@ -55,6 +59,7 @@ impl Keys {
             role: role.to_owned(),
             iat,
             exp: iat + self.ttl_secs,
+            tv,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail")
@@ -111,7 +116,7 @@ mod tests {
     #[test]
     fn expired_and_foreign_tokens_are_told_apart() {
         let keys = Keys::new(b"secret", 60);
-        let token = keys.issue(Uuid::new_v4(), "a@b.c", "user");
+        let token = keys.issue(Uuid::new_v4(), "a@b.c", "user", 0);
         assert!(keys.verify(&token).is_ok());
         assert!(matches!(
             Keys::new(b"other", 60).verify(&token),

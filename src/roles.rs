@@ -13,10 +13,10 @@ use crate::domain::time::now_ms;
 pub async fn set_role(db: &Db, email: &str, role: Role) -> anyhow::Result<RoleChange> {
     let mut conn = db.writer().acquire().await?;
     let change = users::set_role(&mut conn, email, role, now_ms()).await?;
-    if let RoleChange::Changed(id) = change {
+    if let RoleChange::Changed(id, access) = change {
         // This process's own cache (a server embedding the change, as tests
         // do) sees it at once; other processes poll for it.
-        db.known_users.update(id, users::Access { role });
+        db.known_users.update(id, access);
     }
     Ok(change)
 }
@@ -29,7 +29,7 @@ pub async fn run(db: &Db, action: &AdminAction) -> anyhow::Result<String> {
         AdminAction::Revoke { email } => (email, Role::User),
     };
     match set_role(db, email, role).await? {
-        RoleChange::Changed(id) => Ok(format!("{email} ({id}) is now {role}")),
+        RoleChange::Changed(id, _) => Ok(format!("{email} ({id}) is now {role}")),
         RoleChange::Unchanged(id) => Ok(format!("{email} ({id}) was already {role}")),
         RoleChange::NoSuchUser => anyhow::bail!("no user with email {email:?}: register first"),
     }
@@ -41,7 +41,7 @@ pub async fn run(db: &Db, action: &AdminAction) -> anyhow::Result<String> {
 pub async fn grant_listed(db: &Db, emails: &[String]) -> anyhow::Result<()> {
     for email in emails.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
         match set_role(db, email, Role::Admin).await? {
-            RoleChange::Changed(id) => {
+            RoleChange::Changed(id, _) => {
                 tracing::info!(user_id = %id, "admin granted from EARNTRACK_ADMIN_EMAILS")
             }
             RoleChange::Unchanged(_) => {}

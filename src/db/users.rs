@@ -13,6 +13,8 @@ use crate::domain::role::Role;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Access {
     pub role: Role,
+    /// Tokens issued under an older version are refused.
+    pub token_version: i64,
 }
 
 /// Users this server has seen in the database, with their access. Accounts
@@ -90,17 +92,19 @@ pub struct UserRow {
     pub name: Option<String>,
     pub password_hash: String,
     pub role: Role,
+    pub token_version: i64,
 }
 
-type Row = (String, String, Option<String>, String, String);
+type Row = (String, String, Option<String>, String, String, i64);
 
-fn from_row((id, email, name, password_hash, role): Row) -> UserRow {
+fn from_row((id, email, name, password_hash, role, token_version): Row) -> UserRow {
     UserRow {
         id: Uuid::parse_str(&id).unwrap_or_default(),
         email,
         name,
         password_hash,
         role: Role::parse(&role),
+        token_version,
     }
 }
 
@@ -121,20 +125,22 @@ pub async fn by_email(
     conn: &mut AnyConnection,
     email: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    let row: Option<Row> =
-        sqlx::query_as("SELECT id, email, name, password_hash, role FROM users WHERE email = $1")
-            .bind(email)
-            .fetch_optional(conn)
-            .await?;
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT id, email, name, password_hash, role, token_version FROM users WHERE email = $1",
+    )
+    .bind(email)
+    .fetch_optional(conn)
+    .await?;
     Ok(row.map(from_row))
 }
 
 pub async fn by_id(conn: &mut AnyConnection, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
-    let row: Option<Row> =
-        sqlx::query_as("SELECT id, email, name, password_hash, role FROM users WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(conn)
-            .await?;
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT id, email, name, password_hash, role, token_version FROM users WHERE id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_optional(conn)
+    .await?;
     Ok(row.map(from_row))
 }
 
@@ -147,19 +153,45 @@ pub async fn exists(conn: &mut AnyConnection, id: Uuid) -> Result<bool, sqlx::Er
 }
 
 pub async fn access(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Access>, sqlx::Error> {
-    let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
-        .bind(id.to_string())
-        .fetch_optional(conn)
-        .await?;
-    Ok(role.map(|r| Access {
-        role: Role::parse(&r),
+    let row: Option<(String, i64)> =
+        sqlx::query_as("SELECT role, token_version FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(|(role, token_version)| Access {
+        role: Role::parse(&role),
+        token_version,
+    }))
+}
+
+/// Revoke every token of the user issued so far (logout-everywhere, a
+/// password change); optionally store a new password hash with it. Their
+/// access now.
+pub async fn revoke_tokens(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    new_password_hash: Option<&str>,
+    now: i64,
+) -> Result<Option<Access>, sqlx::Error> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "UPDATE users SET token_version = token_version + 1, access_changed_at = $1, \
+         password_hash = COALESCE($2, password_hash) WHERE id = $3 RETURNING role, token_version",
+    )
+    .bind(now)
+    .bind(new_password_hash)
+    .bind(id.to_string())
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(role, token_version)| Access {
+        role: Role::parse(&role),
+        token_version,
     }))
 }
 
 /// What `set_role` did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RoleChange {
-    Changed(Uuid),
+    Changed(Uuid, Access),
     Unchanged(Uuid),
     NoSuchUser,
 }
@@ -173,18 +205,23 @@ pub async fn set_role(
     now: i64,
 ) -> Result<RoleChange, sqlx::Error> {
     let email = email.trim().to_lowercase();
-    let changed: Option<String> = sqlx::query_scalar(
+    let changed: Option<(String, i64)> = sqlx::query_as(
         "UPDATE users SET role = $1, access_changed_at = $2 \
-         WHERE email = $3 AND role <> $1 RETURNING id",
+         WHERE email = $3 AND role <> $1 RETURNING id, token_version",
     )
     .bind(role.as_str())
     .bind(now)
     .bind(&email)
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some(id) = changed {
+    if let Some((id, token_version)) = changed {
+        let id = Uuid::parse_str(&id).unwrap_or_default();
         return Ok(RoleChange::Changed(
-            Uuid::parse_str(&id).unwrap_or_default(),
+            id,
+            Access {
+                role,
+                token_version,
+            },
         ));
     }
     Ok(match by_email(conn, &email).await? {
@@ -198,16 +235,17 @@ pub async fn changed_since(
     conn: &mut AnyConnection,
     since_ms: i64,
 ) -> Result<Vec<(Uuid, Access)>, sqlx::Error> {
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, role FROM users WHERE access_changed_at >= $1")
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT id, role, token_version FROM users WHERE access_changed_at >= $1")
             .bind(since_ms)
             .fetch_all(conn)
             .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, role)| {
+        .map(|(id, role, token_version)| {
             let access = Access {
                 role: Role::parse(&role),
+                token_version,
             };
             (Uuid::parse_str(&id).unwrap_or_default(), access)
         })

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use super::dto::{LoginRequest, RegisterRequest, Session, UserView};
+use super::dto::{LoginRequest, PasswordChangeRequest, RegisterRequest, Session, UserView};
 use super::extract::AuthUser;
 use super::extract::JsonObject;
 use super::{no_content, AppState};
@@ -35,6 +35,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/login", post(login))
         .route("/api/auth/refresh", post(refresh))
         .route("/api/auth/logout", post(logout))
+        .route("/api/auth/logout-all", post(logout_all))
+        .route("/api/auth/password", post(change_password))
 }
 
 #[utoipa::path(
@@ -76,6 +78,7 @@ pub async fn register(
         password_hash: hash_password(&app, password).await?,
         // Registration never makes an admin (`earntrack admin grant` does).
         role: Role::User,
+        token_version: 0,
     };
     let mut conn = app.publisher.begin().await?;
     match users::insert(conn.conn(), &user, now_ms()).await {
@@ -188,10 +191,97 @@ pub async fn logout(State(app): State<AppState>) -> Response {
     response
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout-all",
+    tag = "accounts",
+    responses(
+        AuthErrors,
+        (
+            status = 204,
+            description = "every token of the user issued so far is revoked (on every server; open streams \
+                get auth:expired within a second); cookie cleared",
+            headers(("Set-Cookie" = String, description = "earntrack_token=; Max-Age=0")),
+        ),
+        (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody),
+    ),
+)]
+pub async fn logout_all(State(app): State<AppState>, me: AuthUser) -> ApiResult<Response> {
+    revoke(&app, me.id, None).await?;
+    tracing::info!("logged out everywhere");
+    Ok(logout(State(app)).await)
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/auth/password",
+    tag = "accounts",
+    request_body = PasswordChangeRequest,
+    responses(
+        AuthErrors,
+        BodyErrors,
+        (
+            status = 200,
+            description = "changed; every earlier token is revoked, this answer's token is the one that works",
+            body = Session,
+            headers(("Set-Cookie" = String, description = "earntrack_token=<jwt>; HttpOnly; SameSite=Lax; Path=/")),
+        ),
+        (status = 403, description = "cookie-authenticated write from a foreign origin", body = ErrorBody),
+    ),
+)]
+pub async fn change_password(
+    State(app): State<AppState>,
+    me: AuthUser,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Response> {
+    let mut f = Fields::new(&body);
+    let current = f.required("currentPassword", |v| {
+        v.as_str().map(str::to_owned).ok_or("must be a string")
+    });
+    let new = f.required("newPassword", password);
+    f.finish().map_err(ApiError::Validation)?;
+    let (current, new) = (current.unwrap_or_default(), new.unwrap_or_default());
+    let mut conn = app.db.read.acquire().await?;
+    let user = users::by_id(&mut conn, me.id)
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    drop(conn);
+    if !verify_password(&app, current, Some(user.password_hash.clone())).await? {
+        return Err(ApiError::field(
+            "currentPassword",
+            "is not the current password",
+        ));
+    }
+    let hash = hash_password(&app, new).await?;
+    let access = revoke(&app, me.id, Some(&hash)).await?;
+    tracing::info!("password changed");
+    let user = users::UserRow {
+        token_version: access.token_version,
+        ..user
+    };
+    Ok(session(&app, &user, StatusCode::OK))
+}
+
+/// Bump the user's token version (with a new password hash, if given): every
+/// token issued so far stops working here at once, on other servers within
+/// `jobs::ACCESS_POLL`, and the user's streams end with `auth:expired`.
+async fn revoke(app: &AppState, user: Uuid, hash: Option<&str>) -> ApiResult<users::Access> {
+    let mut tx = app.publisher.begin().await?;
+    let access = users::revoke_tokens(tx.conn(), user, hash, now_ms())
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    app.publisher.commit(tx).await?;
+    app.db.known_users.update(user, access);
+    app.hub.expire_user(user);
+    Ok(access)
+}
+
 /// `{token, user}` and the cookie. The token's `role` claim is informative
 /// only: every request reads the stored role.
 fn session(app: &AppState, user: &users::UserRow, status: StatusCode) -> Response {
-    let token = app.keys.issue(user.id, &user.email, user.role.as_str());
+    let token = app
+        .keys
+        .issue(user.id, &user.email, user.role.as_str(), user.token_version);
     let body = Session {
         token: token.clone(),
         user: user_view(user),

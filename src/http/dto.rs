@@ -148,6 +148,16 @@ pub struct LoginRequest {
 
 #[derive(ToSchema)]
 #[allow(dead_code)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordChangeRequest {
+    current_password: String,
+    /// 8 to 1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
+    new_password: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
 pub struct NewPlatformRequest {
     /// Trimmed; 1 to 100 characters, no control characters but tab and
     /// newline; unique per user.

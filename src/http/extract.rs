@@ -190,6 +190,10 @@ impl FromRequestParts<AppState> for AuthUser {
         if path.starts_with("/api/") || path.starts_with("/events") {
             state.rate_limit.check(id)?;
         }
+        // A token issued before logout-everywhere or a password change.
+        if claims.tv < access.token_version {
+            return Err(ApiError::InvalidToken);
+        }
         let user = AuthUser {
             id,
             email: claims.email,

@@ -102,6 +102,8 @@ fn finish(doc: &mut Value) {
         super::accounts::login,
         super::accounts::refresh,
         super::accounts::logout,
+        super::accounts::logout_all,
+        super::accounts::change_password,
         super::platforms::list,
         super::platforms::create,
         super::earnings::list,

@@ -94,8 +94,12 @@ async fn the_tokens_role_claim_is_never_trusted() {
     let app = spawn_app().await;
     let grace = app.user().await;
     // A token with the right secret that claims admin for a plain user.
-    let forged =
-        Keys::new(SECRET, 3600).issue(Uuid::parse_str(&grace.id).unwrap(), &grace.email, "admin");
+    let forged = Keys::new(SECRET, 3600).issue(
+        Uuid::parse_str(&grace.id).unwrap(),
+        &grace.email,
+        "admin",
+        0,
+    );
     let res = app.get("/api/admin/connections", &forged).await;
     assert_api_error(res, StatusCode::FORBIDDEN, "forbidden").await;
 }
@@ -194,5 +198,116 @@ async fn a_short_publisher_key_is_refused_at_start_up() {
     assert!(
         err.to_string().contains("EARNTRACK_PUBLISHER_KEYS"),
         "{err}"
+    );
+}
+
+// ---- revoking tokens ----
+
+#[tokio::test]
+async fn logout_everywhere_revokes_every_token_and_ends_open_streams() {
+    let app = spawn_app().await;
+    let hal = app.register("hal@example.com").await;
+    let other_device = app
+        .request(Method::POST, "/api/auth/refresh", Some(&hal.token), None)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut stream, _) = app.stream_connected(&hal).await;
+
+    let res = app
+        .request(
+            Method::POST,
+            "/api/auth/logout-all",
+            Some(&other_device),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+
+    let expired = stream.event_within(Duration::from_secs(1)).await;
+    assert_eq!(expired.event, "auth:expired");
+    for token in [&hal.token, &other_device] {
+        let res = app.get("/api/platforms", token).await;
+        assert_api_error(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
+        // Refresh cannot renew a revoked token either.
+        let res = app
+            .request(Method::POST, "/api/auth/refresh", Some(token), None)
+            .await;
+        assert_api_error(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
+        let res = app
+            .streams
+            .get(app.url("/events"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_api_error(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    }
+    // Logging in again works.
+    let res = app
+        .client
+        .post(app.url("/api/auth/login"))
+        .json(&json!({"email": "hal@example.com", "password": "correct horse"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let fresh: Value = res.json().await.unwrap();
+    let res = app
+        .get("/api/platforms", fresh["token"].as_str().unwrap())
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_password_change_revokes_earlier_tokens_and_answers_with_a_working_one() {
+    let app = spawn_app().await;
+    let kim = app.register("kim@example.com").await;
+    let wrong = app
+        .post(
+            "/api/auth/password",
+            &kim.token,
+            json!({"currentPassword": "not it at all", "newPassword": "a much better one"}),
+        )
+        .await;
+    let body = assert_api_error(wrong, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert!(
+        body["error"]["fields"]["currentPassword"].is_string(),
+        "{body}"
+    );
+
+    let res = app
+        .post(
+            "/api/auth/password",
+            &kim.token,
+            json!({"currentPassword": "correct horse", "newPassword": "a much better one"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let session: Value = res.json().await.unwrap();
+    let new_token = session["token"].as_str().unwrap();
+    assert_eq!(
+        app.get("/api/platforms", new_token).await.status(),
+        StatusCode::OK
+    );
+    let res = app.get("/api/platforms", &kim.token).await;
+    assert_api_error(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    let login = |password: &'static str| {
+        app.client
+            .post(app.url("/api/auth/login"))
+            .json(&json!({"email": "kim@example.com", "password": password}))
+            .send()
+    };
+    assert_eq!(
+        login("correct horse").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login("a much better one").await.unwrap().status(),
+        StatusCode::OK
     );
 }

@@ -216,3 +216,29 @@ async fn a_role_granted_on_the_database_applies_on_every_server_within_a_second(
         assert_eq!(res.status(), StatusCode::OK, "admin on {}", server.name);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_everywhere_on_one_server_revokes_the_token_on_every_server_within_a_second() {
+    let Some(cluster) = Cluster::start(2, &[]).await else {
+        return;
+    };
+    let [a, b] = &cluster.servers[..] else {
+        unreachable!()
+    };
+    let user = a.user().await;
+    let (mut on_b, _) = b.stream(&user).await;
+    let res = a
+        .request(Method::POST, "/api/auth/logout-all", &user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let event = on_b.event_within(Duration::from_secs(1)).await;
+    assert_eq!(event.event, "auth:expired");
+    let res = b
+        .request(Method::GET, "/api/platforms", &user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
