@@ -40,7 +40,7 @@ start_server() {
     stop_server
     EARNTRACK_ADDR="127.0.0.1:$PORT" DATABASE_URL="sqlite://$BENCH_DIR/bench.db" JWT_SECRET=bench-secret-0123456789abcdefghijklmn \
     EARNTRACK_PUBLISHER_KEYS="$BENCH_PUBLISHER_KEY" EARNTRACK_MAX_STREAMS_PER_USER=100 \
-    EARNTRACK_RATE_LIMIT_PER_MIN=0 EARNTRACK_AUTH_PER_ADDR_PER_MIN=0 EARNTRACK_AUTH_PER_EMAIL_PER_MIN=0 RUST_LOG=warn \
+    EARNTRACK_RATE_LIMIT_PER_MIN=0 EARNTRACK_AUTH_PER_ADDR_PER_MIN=0 EARNTRACK_AUTH_PER_EMAIL_PER_MIN=0 EARNTRACK_HASH_WAIT_MS=60000 RUST_LOG=warn \
         "$BENCH_DIR/earntrack-server" >"$BENCH_DIR/server.log" 2>&1 &
     server_pid=$!
     for _ in $(seq 100); do curl -sf "127.0.0.1:$PORT/readyz" >/dev/null && return; sleep 0.1; done

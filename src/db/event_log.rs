@@ -95,46 +95,60 @@ pub async fn current_position(
     Ok(pos)
 }
 
-/// Up to `limit` events of `key` after `after` that `user` may see, oldest
-/// first. Room events are limited to the user's membership intervals.
-pub async fn since(
+/// Up to `limit` events of each `(stream, after)` of a position that `user`
+/// may see (room events only within their membership intervals), per entry
+/// in the order given, oldest first: one statement, one round trip however
+/// many rooms the user follows.
+pub async fn since_each(
     conn: &mut AnyConnection,
-    key: &StreamKey,
+    entries: &[(StreamKey, i64)],
     user: Uuid,
-    after: i64,
     limit: i64,
-) -> Result<Vec<Frame>, sqlx::Error> {
-    let stream = key.to_string();
-    let rows: Vec<(i64, String, String)> = match key {
-        StreamKey::Room(room) => {
-            sqlx::query_as(
-                "SELECT e.seq, e.event, e.envelope FROM event_log e WHERE e.stream = $1 AND e.seq > $2 \
-                 AND EXISTS (SELECT 1 FROM room_members m WHERE m.room_id = $4 AND m.user_id = $5 \
-                    AND e.seq > m.joined_seq AND (m.left_seq IS NULL OR e.seq <= m.left_seq)) \
-                 ORDER BY e.seq LIMIT $3",
-            )
-            .bind(stream)
-            .bind(after)
-            .bind(limit)
-            .bind(*room)
-            .bind(user.to_string())
-            .fetch_all(&mut *conn)
-            .await?
-        }
-        _ => {
-            sqlx::query_as("SELECT seq, event, envelope FROM event_log \
-                 WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3")
-                .bind(stream)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(&mut *conn)
-                .await?
-        }
+) -> Result<Vec<Vec<Frame>>, sqlx::Error> {
+    let mut sql = String::new();
+    let mut n = 0;
+    let mut param = || {
+        n += 1;
+        format!("${n}")
     };
-    Ok(rows
-        .into_iter()
-        .map(|(seq, event, envelope)| Frame::new(key.clone(), seq, event, envelope))
-        .collect())
+    for (i, (key, _)) in entries.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(" UNION ALL ");
+        }
+        let (stream, after) = (param(), param());
+        let room = match key {
+            StreamKey::Room(_) => format!(
+                " AND EXISTS (SELECT 1 FROM room_members m WHERE m.room_id = {} AND m.user_id = {} \
+                 AND e.seq > m.joined_seq AND (m.left_seq IS NULL OR e.seq <= m.left_seq))",
+                param(),
+                param()
+            ),
+            _ => String::new(),
+        };
+        let limit = param();
+        sql.push_str(&format!(
+            "SELECT * FROM (SELECT CAST({i} AS BIGINT) AS k, e.seq, e.event, e.envelope FROM event_log e \
+             WHERE e.stream = {stream} AND e.seq > {after}{room} ORDER BY e.seq LIMIT {limit}) AS t{i}"
+        ));
+    }
+    let mut query = sqlx::query_as::<_, (i64, i64, String, String)>(&sql);
+    for (key, after) in entries {
+        query = query.bind(key.to_string()).bind(*after);
+        if let StreamKey::Room(room) = key {
+            query = query.bind(*room).bind(user.to_string());
+        }
+        query = query.bind(limit);
+    }
+    let mut out: Vec<Vec<Frame>> = entries.iter().map(|_| Vec::new()).collect();
+    for (k, seq, event, envelope) in query.fetch_all(conn).await? {
+        if let Some((key, _)) = entries.get(k as usize) {
+            out[k as usize].push(Frame::new(key.clone(), seq, event, envelope));
+        }
+    }
+    for frames in &mut out {
+        frames.sort_by_key(|f| f.seq);
+    }
+    Ok(out)
 }
 
 /// Retention, step 1: which streams to cut, and up to which sequence.

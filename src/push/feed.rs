@@ -349,8 +349,10 @@ impl Feed {
             .map_err(|_| sqlx::Error::PoolClosed)?;
         let mut conn = self.ctx.db.read.acquire().await?;
         let mut more = false;
-        for (key, after) in self.pos.entries(self.user) {
-            let frames = event_log::since(&mut conn, &key, self.user, after, PAGE).await?;
+        // One statement for the user's stream, the broadcasts and every
+        // room, under the replay permit.
+        let entries = self.pos.entries(self.user);
+        for frames in event_log::since_each(&mut conn, &entries, self.user, PAGE).await? {
             more |= frames.len() as i64 == PAGE;
             self.replayed += frames.len() as u64;
             metrics::counter!("earntrack_events_replayed_total").increment(frames.len() as u64);

@@ -63,6 +63,10 @@ pub fn test_config(dir: &TempDir) -> Config {
     // turn it on.
     config.auth_per_addr_per_min = 0;
     config.auth_per_email_per_min = 0;
+    // The four hashing slots are per process, shared by every server of this
+    // test binary: registrations of parallel tests queue far longer than a
+    // single server's would.
+    config.hash_wait_ms = 60_000;
     config
 }
 
