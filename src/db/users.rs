@@ -152,16 +152,21 @@ pub async fn exists(conn: &mut AnyConnection, id: Uuid) -> Result<bool, sqlx::Er
     Ok(found.is_some())
 }
 
+/// `(role, token_version)` as stored.
+fn access_of((role, token_version): (String, i64)) -> Access {
+    Access {
+        role: Role::parse(&role),
+        token_version,
+    }
+}
+
 pub async fn access(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Access>, sqlx::Error> {
     let row: Option<(String, i64)> =
         sqlx::query_as("SELECT role, token_version FROM users WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(conn)
             .await?;
-    Ok(row.map(|(role, token_version)| Access {
-        role: Role::parse(&role),
-        token_version,
-    }))
+    Ok(row.map(access_of))
 }
 
 /// Revoke every token of the user issued so far (logout-everywhere, a
@@ -182,10 +187,7 @@ pub async fn revoke_tokens(
     .bind(id.to_string())
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|(role, token_version)| Access {
-        role: Role::parse(&role),
-        token_version,
-    }))
+    Ok(row.map(access_of))
 }
 
 /// What `set_role` did.
@@ -243,11 +245,8 @@ pub async fn changed_since(
     Ok(rows
         .into_iter()
         .map(|(id, role, token_version)| {
-            let access = Access {
-                role: Role::parse(&role),
-                token_version,
-            };
-            (Uuid::parse_str(&id).unwrap_or_default(), access)
+            let id = Uuid::parse_str(&id).unwrap_or_default();
+            (id, access_of((role, token_version)))
         })
         .collect())
 }

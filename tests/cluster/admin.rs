@@ -187,12 +187,10 @@ async fn a_role_granted_on_the_database_applies_on_every_server_within_a_second(
     let user = a.user().await;
     // Known to both servers as a plain user, with a stream on each.
     for server in [a, b] {
-        let res = server
-            .request(Method::GET, "/api/admin/connections", &user.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            status(server, Method::GET, "/api/admin/connections", &user).await,
+            StatusCode::FORBIDDEN
+        );
     }
     let (mut on_a, _) = a.stream(&user).await;
     let (mut on_b, _) = b.stream(&user).await;
@@ -208,12 +206,8 @@ async fn a_role_granted_on_the_database_applies_on_every_server_within_a_second(
         granted.elapsed()
     );
     for server in [a, b] {
-        let res = server
-            .request(Method::GET, "/api/admin/connections", &user.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK, "admin on {}", server.name);
+        let got = status(server, Method::GET, "/api/admin/connections", &user).await;
+        assert_eq!(got, StatusCode::OK, "admin on {}", server.name);
     }
 }
 
@@ -227,18 +221,17 @@ async fn logout_everywhere_on_one_server_revokes_the_token_on_every_server_withi
     };
     let user = a.user().await;
     let (mut on_b, _) = b.stream(&user).await;
-    let res = a
-        .request(Method::POST, "/api/auth/logout-all", &user.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let logged_out = status(a, Method::POST, "/api/auth/logout-all", &user).await;
+    assert_eq!(logged_out, StatusCode::NO_CONTENT);
     let event = on_b.event_within(Duration::from_secs(1)).await;
     assert_eq!(event.event, "auth:expired");
-    let res = b
-        .request(Method::GET, "/api/platforms", &user.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let refused = status(b, Method::GET, "/api/platforms", &user).await;
+    assert_eq!(refused, StatusCode::UNAUTHORIZED);
+}
+
+/// The status `api` answers `user`'s request with.
+async fn status(api: &Api, method: Method, path: &str, user: &User) -> StatusCode {
+    let res = api.request(method, path, &user.token).send().await;
+    res.unwrap_or_else(|e| panic!("request to server {}: {e}", api.name))
+        .status()
 }
