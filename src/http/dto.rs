@@ -142,7 +142,10 @@ pub struct RegisterRequest {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct LoginRequest {
+    /// Compared trimmed and lower-cased; validated as register validates it.
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    #[schema(max_length = 1024)]
     password: String,
 }
 

@@ -224,8 +224,9 @@ TOML
 # ---- schemathesis, once per role ----
 checks="${SCHEMATHESIS_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance}"
 phases="${SCHEMATHESIS_PHASES:-examples,coverage,fuzzing,stateful}"
-run_as() { # role
+run_as() { # role [schemathesis filter args...]
     local role=$1
+    shift
     write_config "$role" "$tmp/$role.toml"
     echo "== schemathesis as $role ($base, seed $seed, at most $max_examples examples per operation and phase)"
     # From the temp folder, so nothing lands in the work tree. In the
@@ -234,6 +235,7 @@ run_as() { # role
     (cd "$tmp" && exec "$venv/bin/schemathesis" --config-file "$tmp/$role.toml" run "$base/api/openapi.json" \
         --header "Authorization: Bearer ${token[$role]}" \
         --exclude-path /events/poll \
+        "$@" \
         --checks "$checks" \
         --phases "$phases" \
         --seed "$seed" \
@@ -252,12 +254,17 @@ run_as() { # role
     return "$status"
 }
 
+# Logout-everywhere and a password change revoke the token the run is
+# authenticated with: they are tested last, on their own, as the user.
+revoking=(--include-path /api/auth/logout-all --include-path /api/auth/password)
 status=0
-run_as user || status=1
-run_as admin || status=1
+run_as user --exclude-path /api/auth/logout-all --exclude-path /api/auth/password || status=1
+run_as admin --exclude-path /api/auth/logout-all --exclude-path /api/auth/password || status=1
+cp "$tmp/user.json" "$tmp/user-main.json" 2>/dev/null || true
+run_as user "${revoking[@]}" || status=1
 
 # One line for humans, from both runs' JSON reports.
-summary="$("$py" - "$tmp/user.json" "$tmp/admin.json" <<'PY'
+summary="$("$py" - "$tmp/user-main.json" "$tmp/admin.json" "$tmp/user.json" <<'PY'
 import json, sys
 operations, cases, failures, errors = 0, 0, 0, 0
 for path in sys.argv[1:]:
@@ -270,7 +277,7 @@ for path in sys.argv[1:]:
     cases += report["test_cases"]["generated"]
     failures += report["test_cases"]["unique_failures"]
     errors += len(report["errors"])
-line = f"schemathesis: {operations} operations, {cases} test cases (user + admin), {failures} failures"
+line = f"schemathesis: {operations} operations, {cases} test cases (user, admin, then the revoking routes), {failures} failures"
 if errors:
     line += f", {errors} errors"
 print(line)
