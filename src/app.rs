@@ -37,6 +37,9 @@ pub struct App {
     streams: StreamRuntime,
 }
 
+/// Password hashes computed at the same time (see `Shared::hash_slots`).
+const HASH_SLOTS: usize = 4;
+
 /// Shortest `JWT_SECRET` accepted (HS256 keys should be as long as the hash).
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -114,6 +117,7 @@ impl App {
             publisher_keys: PublisherKeys::new(config_keys.iter().map(|k| k.expose())),
             publisher_rate: PublisherRate::per_second(config_publisher_rate),
             auth_throttle: AuthThrottle::per_minute(config_auth.0, config_auth.1),
+            hash_slots: Semaphore::new(HASH_SLOTS),
             // A single server needs no listener; a cluster member is ready
             // only while it hears the others.
             cluster_up: Arc::new(AtomicBool::new(db_backend == Backend::Sqlite)),

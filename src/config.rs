@@ -238,12 +238,6 @@ impl Config {
         Duration::from_secs(self.write_timeout_secs.max(1))
     }
 
-    pub fn is_admin(&self, email: &str) -> bool {
-        self.admin_emails
-            .iter()
-            .any(|a| !a.trim().is_empty() && a.trim().eq_ignore_ascii_case(email))
-    }
-
     /// A configuration for tests and embedding: defaults, no environment.
     pub fn for_database(database_url: &str) -> Self {
         let mut config = Config::parse_from(["earntrack"]);

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -163,11 +163,18 @@ impl AsyncWrite for WriteDeadline {
 pub struct ConnectionCaps {
     total: usize,
     per_ip: usize,
-    open: AtomicUsize,
-    by_ip: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<Open>,
     /// When the last "cap reached" line was logged (ms since `started`).
     last_log_ms: AtomicU64,
     started: Instant,
+}
+
+/// Open connections, in all and by source address (entries at 0 removed,
+/// so the map is never larger than what is open).
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_ip: HashMap<IpAddr, usize>,
 }
 
 /// Which cap refused a connection (the metric's label).
@@ -192,8 +199,7 @@ impl ConnectionCaps {
         Arc::new(ConnectionCaps {
             total: if total == 0 { usize::MAX } else { total },
             per_ip: if per_ip == 0 { usize::MAX } else { per_ip },
-            open: AtomicUsize::new(0),
-            by_ip: Mutex::new(HashMap::new()),
+            open: Mutex::default(),
             last_log_ms: AtomicU64::new(0),
             started: Instant::now(),
         })
@@ -203,18 +209,16 @@ impl ConnectionCaps {
     /// permit gives the place back when dropped.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, Refused> {
         let refused = {
-            let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
-            if self.open.load(Ordering::Relaxed) >= self.total {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let from_ip = open.by_ip.get(&ip).copied().unwrap_or(0);
+            if open.total >= self.total {
                 Some(Refused::Total)
+            } else if from_ip >= self.per_ip {
+                Some(Refused::PerIp)
             } else {
-                let n = by_ip.entry(ip).or_insert(0);
-                if *n >= self.per_ip {
-                    Some(Refused::PerIp)
-                } else {
-                    *n += 1;
-                    self.open.fetch_add(1, Ordering::Relaxed);
-                    None
-                }
+                open.total += 1;
+                open.by_ip.insert(ip, from_ip + 1);
+                None
             }
         };
         match refused {
@@ -261,14 +265,15 @@ pub struct ConnectionPermit {
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        let mut by_ip = self.caps.by_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = by_ip.get_mut(&self.ip) {
+        let mut open = self.caps.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.total -= 1;
+        if let Some(n) = open.by_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
-                by_ip.remove(&self.ip);
+                open.by_ip.remove(&self.ip);
             }
         }
-        self.caps.open.fetch_sub(1, Ordering::Relaxed);
+        drop(open);
         metrics::gauge!("earntrack_connections_open").decrement(1.0);
     }
 }

@@ -38,10 +38,6 @@ impl KnownUsers {
             .copied()
     }
 
-    pub fn contains(&self, id: Uuid) -> bool {
-        self.get(id).is_some()
-    }
-
     /// The user's access, from memory when it can be; `None`: no such user.
     pub async fn access(
         &self,

@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use serde_json::Value;
-use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::dto::{LoginRequest, PasswordChangeRequest, RegisterRequest, Session, UserView};
@@ -352,14 +351,6 @@ fn throttle(
     app.auth_throttle.check(addr, email)
 }
 
-/// Argon2 is deliberately slow and memory hungry (19 MiB each): hash on the
-/// blocking pool, at most four at a time, so a burst of logins cannot starve
-/// the async workers or the memory.
-fn hashing_slots() -> &'static Semaphore {
-    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
-    SLOTS.get_or_init(|| Semaphore::new(4))
-}
-
 /// Run `work` with argon2 on the blocking pool, holding a hashing slot. The
 /// queue for a slot is bounded in time: past `EARNTRACK_HASH_WAIT_MS` the
 /// request is 503 with `Retry-After`, so a flood of bogus logins makes
@@ -369,7 +360,7 @@ async fn with_argon2<T: Send + 'static>(
     work: impl FnOnce(&Argon2) -> T + Send + 'static,
 ) -> ApiResult<T> {
     let wait = Duration::from_millis(app.config.hash_wait_ms);
-    let _slot = match tokio::time::timeout(wait, hashing_slots().acquire()).await {
+    let _slot = match tokio::time::timeout(wait, app.hash_slots.acquire()).await {
         Ok(slot) => slot.map_err(|e| ApiError::Internal(e.into()))?,
         Err(_) => {
             metrics::counter!("earntrack_hash_queue_timeouts_total").increment(1);

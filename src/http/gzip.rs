@@ -23,6 +23,7 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 use flate2::{Compress, Compression, FlushCompress};
 
+use super::sse::PING;
 use crate::domain::frame::Frame;
 
 /// A gzip header: magic, DEFLATE, no flags, no time, no extra flags,
@@ -85,11 +86,11 @@ impl Gzip {
         out.extend_from_slice(frame.deflated.get_or_init(|| deflate(&frame.sse)));
     }
 
-    /// `: ping`, compressed once for every stream.
-    pub fn ping(&mut self, out: &mut Vec<u8>, plain: &'static [u8]) {
-        static PING: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
-        self.count(plain);
-        out.extend_from_slice(PING.get_or_init(|| deflate(plain)));
+    /// The heartbeat (`sse::PING`), compressed once for every stream.
+    pub fn ping(&mut self, out: &mut Vec<u8>) {
+        static DEFLATED: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+        self.count(PING);
+        out.extend_from_slice(DEFLATED.get_or_init(|| deflate(PING)));
     }
 
     /// End the body: the last block and the trailer.
@@ -163,7 +164,7 @@ mod tests {
         gz.private(&mut out, b"retry: 3000\n\n");
         gz.private(&mut out, b"id: u1\n");
         gz.shared(&mut out, &frame);
-        gz.ping(&mut out, b": ping\n\n");
+        gz.ping(&mut out);
         gz.private(&mut out, b"id: u2\n");
         gz.shared(&mut out, &frame);
         gz.private(&mut out, &vec![b'x'; 70_000]);

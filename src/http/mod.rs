@@ -62,6 +62,10 @@ pub struct Shared {
     pub publisher_keys: crate::auth::PublisherKeys,
     pub publisher_rate: crate::ratelimit::PublisherRate,
     pub auth_throttle: crate::ratelimit::AuthThrottle,
+    /// Argon2 is deliberately slow and memory hungry (19 MiB each): hashes
+    /// run on the blocking pool, at most `HASH_SLOTS` at a time, so a burst
+    /// of logins cannot starve the async workers or the memory.
+    pub hash_slots: tokio::sync::Semaphore,
     /// False while a cluster member's LISTEN connection is down.
     pub cluster_up: Arc<std::sync::atomic::AtomicBool>,
 }

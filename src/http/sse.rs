@@ -111,7 +111,7 @@ impl Drop for StreamGuard {
 }
 
 /// The heartbeat, an SSE comment.
-const PING: &[u8] = b": ping\n\n";
+pub const PING: &[u8] = b": ping\n\n";
 
 /// Most bytes gathered into one write when frames are queued.
 const BATCH_BYTES: usize = 32 * 1024;
@@ -271,7 +271,7 @@ impl Session {
                 }
                 Item::Ping => match &mut self.gzip {
                     None => out.extend_from_slice(PING),
-                    Some(gz) => gz.ping(&mut out, PING),
+                    Some(gz) => gz.ping(&mut out),
                 },
                 Item::End(reason) => {
                     self.guard.reason = match reason {

@@ -98,16 +98,6 @@ async fn register_raw(app: &TestApp, body: Value) -> Response {
         .await
 }
 
-async fn login_raw(app: &TestApp, email: &str, password: &str) -> Response {
-    app.request(
-        Method::POST,
-        "/api/auth/login",
-        None,
-        Some(json!({"email": email, "password": password})),
-    )
-    .await
-}
-
 /// A client with a cookie store, logged in by registering a new user.
 async fn cookie_client(app: &TestApp) -> (reqwest::Client, User) {
     let client = reqwest::Client::builder()
@@ -251,7 +241,7 @@ async fn login_answers_200_with_token_and_user_and_sets_the_session_cookie() {
     let app = spawn_app().await;
     let carol = app.register("carol@example.com").await;
 
-    let res = login_raw(&app, "carol@example.com", PASSWORD).await;
+    let res = app.login("carol@example.com", PASSWORD).await;
 
     assert_eq!(res.status(), StatusCode::OK);
     let (cookie, attrs) = auth_cookie(&res);
@@ -274,8 +264,8 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_401_invalid_credenti
     let app = spawn_app().await;
     app.register("dave@example.com").await;
 
-    let wrong_password = login_raw(&app, "dave@example.com", "not the password").await;
-    let unknown_email = login_raw(&app, "nobody@example.com", PASSWORD).await;
+    let wrong_password = app.login("dave@example.com", "not the password").await;
+    let unknown_email = app.login("nobody@example.com", PASSWORD).await;
 
     assert!(
         wrong_password.headers().get(SET_COOKIE).is_none(),
@@ -379,7 +369,8 @@ async fn registering_an_email_listed_in_earntrack_admin_emails_gives_no_admin() 
     )
     .await;
     let registered: Value = registered.json().await.unwrap();
-    let logged_in: Value = login_raw(&app, "boss@example.com", PASSWORD)
+    let logged_in: Value = app
+        .login("boss@example.com", PASSWORD)
         .await
         .json()
         .await
@@ -421,7 +412,7 @@ async fn earntrack_admin_emails_grants_admin_at_start_up_to_users_that_exist() {
     let refreshed = after
         .request(Method::POST, "/api/auth/refresh", Some(&heidi.token), None)
         .await;
-    let logged_in = login_raw(&after, "heidi@example.com", PASSWORD).await;
+    let logged_in = after.login("heidi@example.com", PASSWORD).await;
 
     assert_eq!(refreshed.status(), StatusCode::OK);
     let refreshed: Value = refreshed.json().await.unwrap();

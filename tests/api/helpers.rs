@@ -63,9 +63,9 @@ pub fn test_config(dir: &TempDir) -> Config {
     // turn it on.
     config.auth_per_addr_per_min = 0;
     config.auth_per_email_per_min = 0;
-    // The four hashing slots are per process, shared by every server of this
-    // test binary: registrations of parallel tests queue far longer than a
-    // single server's would.
+    // Debug-built argon2 on a box running tests in parallel is slow: a
+    // registration may queue for its hashing slot longer than a release
+    // server's would.
     config.hash_wait_ms = 60_000;
     config
 }
@@ -181,6 +181,13 @@ impl TestApp {
 
     pub async fn register(&self, email: &str) -> User {
         http::register(&self.client, &self.base, email).await
+    }
+
+    /// `POST /api/auth/login`, whatever it answers.
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        let body = json!({"email": email, "password": password});
+        self.request(Method::POST, "/api/auth/login", None, Some(body))
+            .await
     }
 
     /// A new user with a random email.

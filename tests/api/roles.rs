@@ -104,16 +104,6 @@ async fn the_tokens_role_claim_is_never_trusted() {
     assert_api_error(res, StatusCode::FORBIDDEN, "forbidden").await;
 }
 
-async fn publish(app: &TestApp, path: &str, bearer: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(bearer)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_publisher_key_publishes_events_and_notifications_without_a_user() {
     let app = spawn_app_with(|c| c.publisher_keys = vec![KEY.parse().unwrap()]).await;
@@ -121,7 +111,7 @@ async fn a_publisher_key_publishes_events_and_notifications_without_a_user() {
     let (mut stream, _) = app.stream_connected(&ivy).await;
 
     let event = json!({"target": {"user": ivy.id}, "event": "deploy:done", "data": {"v": 7}});
-    let res = publish(&app, "/api/admin/events", KEY, event).await;
+    let res = app.post("/api/admin/events", KEY, event).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let got = stream.event_within(Duration::from_secs(2)).await;
     assert_eq!(got.event, "deploy:done");
@@ -129,7 +119,7 @@ async fn a_publisher_key_publishes_events_and_notifications_without_a_user() {
 
     let note =
         json!({"userIds": [ivy.id], "type": "info", "title": "Hi", "message": "from a service"});
-    let res = publish(&app, "/api/admin/notifications", KEY, note).await;
+    let res = app.post("/api/admin/notifications", KEY, note).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let got = stream.event_within(Duration::from_secs(2)).await;
     assert_eq!(got.event, "notification");
@@ -141,7 +131,7 @@ async fn a_wrong_key_is_401_and_a_key_opens_no_other_route() {
     let app = spawn_app_with(|c| c.publisher_keys = vec![KEY.parse().unwrap()]).await;
     let body = json!({"target": {"all": true}, "event": "deploy:done"});
     let wrong = format!("{KEY}x");
-    let res = publish(&app, "/api/admin/events", &wrong, body.clone()).await;
+    let res = app.post("/api/admin/events", &wrong, body.clone()).await;
     assert_api_error(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
     for path in [
         "/api/admin/connections",
@@ -174,7 +164,7 @@ async fn publisher_keys_have_a_rate_limit_of_their_own() {
     let body = json!({"target": {"all": true}, "event": "tick"});
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        let res = publish(&app, "/api/admin/events", KEY, body.clone()).await;
+        let res = app.post("/api/admin/events", KEY, body.clone()).await;
         statuses.push(res.status());
         if res.status() == StatusCode::TOO_MANY_REQUESTS {
             assert!(res.headers().contains_key("retry-after"));
@@ -248,13 +238,7 @@ async fn logout_everywhere_revokes_every_token_and_ends_open_streams() {
         assert_api_error(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
     }
     // Logging in again works.
-    let res = app
-        .client
-        .post(app.url("/api/auth/login"))
-        .json(&json!({"email": "hal@example.com", "password": "correct horse"}))
-        .send()
-        .await
-        .unwrap();
+    let res = app.login("hal@example.com", "correct horse").await;
     assert_eq!(res.status(), StatusCode::OK);
     let fresh: Value = res.json().await.unwrap();
     let res = app
