@@ -181,6 +181,11 @@ pub struct Config {
     #[arg(long, env = "EARNTRACK_MAX_CONNECTIONS_PER_IP", default_value_t = 4096)]
     pub max_connections_per_ip: usize,
 
+    /// Seconds between two passes of the overdue-invoice sweep (each
+    /// overdue invoice's owner is warned once, by one server of a cluster).
+    #[arg(long, env = "EARNTRACK_OVERDUE_SWEEP_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub overdue_sweep_secs: u64,
+
     /// Connections in the database pool.
     #[arg(long, env = "EARNTRACK_DB_POOL", default_value_t = 8)]
     pub db_pool: u32,

@@ -1,5 +1,6 @@
 //! Background jobs: presence, the cluster listener, the heartbeat ticker,
-//! the SQLite checkpointer and the retention pruner. One token stops them
+//! the SQLite checkpointer, the retention pruner, the access watch and the
+//! overdue-invoice sweep. One token stops them
 //! all, and every handle is awaited on shutdown, so presence is withdrawn
 //! and no job is still writing when the pool closes.
 
@@ -9,7 +10,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::db::{event_log, idempotency, users, Backend, Db};
+use crate::db::{event_log, idempotency, invoices, notifications, records, users, Backend, Db};
+use crate::domain::event::DomainEvent;
+use crate::domain::invoice::Invoice;
+use crate::domain::record;
+use crate::domain::stream::StreamKey;
 use crate::domain::time::now_ms;
 use crate::http::AppState;
 use crate::push::broker::postgres;
@@ -44,6 +49,7 @@ impl Jobs {
         }
         handles.push(tokio::spawn(retention(state.clone(), stop.clone())));
         handles.push(tokio::spawn(access_watch(state.clone(), stop.clone())));
+        handles.push(tokio::spawn(overdue_sweep(state.clone(), stop.clone())));
         Jobs { stop, handles }
     }
 
@@ -166,4 +172,55 @@ async fn prune(db: &Db, config: &Config) -> anyhow::Result<()> {
         tracing::info!(pruned, streams = targets.len(), "event log pruned");
     }
     Ok(())
+}
+
+/// Invoices warned about per pass; the rest wait for the next pass.
+const SWEEP_BATCH: i64 = 500;
+
+/// Every `EARNTRACK_OVERDUE_SWEEP_SECS`: each invoice past its due date
+/// (UTC) that is neither paid nor void gets its owner one `warning`
+/// notification. Every server sweeps; the claim (`claim_overdue_warning`)
+/// commits with the notification, so in a cluster exactly one of them
+/// sends it, and a server dying mid-pass leaves the rest to the next pass.
+async fn overdue_sweep(app: AppState, stop: CancellationToken) {
+    let every = Duration::from_secs(app.config.overdue_sweep_secs);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match sweep_overdue(&app).await {
+            Ok(0) => {}
+            Ok(warned) => tracing::info!(warned, "overdue invoices warned"),
+            Err(err) => tracing::warn!(error = %err, "overdue sweep failed"),
+        }
+    }
+}
+
+async fn sweep_overdue(app: &AppState) -> Result<usize, sqlx::Error> {
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let due = {
+        let mut conn = app.db.read.acquire().await?;
+        invoices::unwarned_overdue(&mut conn, &today, SWEEP_BATCH).await?
+    };
+    let mut warned = 0;
+    for (user, id) in due {
+        let mut tx = app.publisher.begin().await?;
+        let now = now_ms();
+        if !invoices::claim_overdue_warning(tx.conn(), id, &today, now).await? {
+            continue; // another server (or a change) got there first
+        }
+        let Some(invoice) = records::get::<Invoice>(tx.conn(), user, id).await? else {
+            continue;
+        };
+        let warning = record::notify(&invoice, invoice.overdue_notice(), None, now);
+        notifications::insert(tx.conn(), Some(user), &warning).await?;
+        tx.append(StreamKey::User(user), &DomainEvent::notification(&warning))
+            .await?;
+        app.publisher.commit(tx).await?;
+        warned += 1;
+    }
+    Ok(warned)
 }

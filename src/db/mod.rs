@@ -9,11 +9,14 @@
 
 pub mod earnings;
 pub mod event_log;
+pub mod expenses;
 pub mod idempotency;
+pub mod invoices;
 pub mod notifications;
 pub mod notify;
 pub mod platforms;
 pub mod presence;
+pub mod records;
 pub mod rooms;
 pub mod users;
 

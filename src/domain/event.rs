@@ -7,11 +7,14 @@ use serde_json::{json, Value};
 use super::earning::{Earning, Platform};
 use super::notification::{Notification, NotificationType};
 
-/// The `topics=` filter classes. Events outside `earnings` and
-/// `notifications` (admin and room events, control events) always pass.
+/// The `topics=` filter classes. Events outside `earnings`, `expenses`,
+/// `invoices` and `notifications` (admin and room events, control events)
+/// always pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Topic {
     Earnings,
+    Expenses,
+    Invoices,
     Notifications,
     Other,
     /// Bookkeeping in the log (names starting with `~`, which admin event
@@ -25,6 +28,10 @@ impl Topic {
             Topic::Internal
         } else if event_name.starts_with("earnings:") || event_name.starts_with("platforms:") {
             Topic::Earnings
+        } else if event_name.starts_with("expenses:") {
+            Topic::Expenses
+        } else if event_name.starts_with("invoices:") {
+            Topic::Invoices
         } else if event_name.starts_with("notification") {
             Topic::Notifications
         } else {
@@ -32,10 +39,38 @@ impl Topic {
         }
     }
 
+    /// Every topic, in the order of `index`.
+    pub const ALL: [Topic; 6] = [
+        Topic::Earnings,
+        Topic::Expenses,
+        Topic::Invoices,
+        Topic::Notifications,
+        Topic::Other,
+        Topic::Internal,
+    ];
+
+    /// A small dense index (bit positions, metric handle slots).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The topic a client names in `topics=`; only the filterable ones.
+    pub fn named(name: &str) -> Option<Topic> {
+        Some(match name {
+            "earnings" => Topic::Earnings,
+            "expenses" => Topic::Expenses,
+            "invoices" => Topic::Invoices,
+            "notifications" => Topic::Notifications,
+            _ => return None,
+        })
+    }
+
     /// A bounded label for metrics (never the free-form event name).
     pub fn label(self) -> &'static str {
         match self {
             Topic::Earnings => "earnings",
+            Topic::Expenses => "expenses",
+            Topic::Invoices => "invoices",
             Topic::Notifications => "notifications",
             Topic::Other => "other",
             Topic::Internal => "internal",
@@ -163,6 +198,8 @@ mod tests {
     fn topics_follow_event_name_prefixes() {
         assert_eq!(Topic::of("earnings:new"), Topic::Earnings);
         assert_eq!(Topic::of("platforms:new"), Topic::Earnings);
+        assert_eq!(Topic::of("expenses:new"), Topic::Expenses);
+        assert_eq!(Topic::of("invoices:deleted"), Topic::Invoices);
         assert_eq!(Topic::of("notification"), Topic::Notifications);
         assert_eq!(Topic::of("notification:read"), Topic::Notifications);
         assert_eq!(Topic::of("deploy:done"), Topic::Other);

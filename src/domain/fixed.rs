@@ -60,6 +60,21 @@ impl Fixed2 {
     }
 }
 
+impl Fixed2 {
+    /// `$1,200.00`: always cents, thousands grouped, as invoices show money.
+    pub fn money(self) -> String {
+        let units = (self.0 / 100).to_string();
+        let mut grouped = String::with_capacity(units.len() + units.len() / 3);
+        for (i, digit) in units.chars().enumerate() {
+            if i > 0 && (units.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(digit);
+        }
+        format!("${grouped}.{:02}", self.0 % 100)
+    }
+}
+
 /// Hundredths of a non-negative decimal number written in JSON syntax.
 fn parse_decimal(text: &str) -> Result<i64, &'static str> {
     let (mantissa, exponent) = match text.split_once(['e', 'E']) {
@@ -109,6 +124,15 @@ impl Serialize for Fixed2 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn money_groups_thousands_and_keeps_cents() {
+        let m = |h| Fixed2::from_hundredths(h).money();
+        assert_eq!(m(120_000), "$1,200.00");
+        assert_eq!(m(5), "$0.05");
+        assert_eq!(m(12_345_678_901), "$123,456,789.01");
+        assert_eq!(m(99_999), "$999.99");
+    }
 
     #[test]
     fn parses_two_decimals_exactly_and_refuses_three() {

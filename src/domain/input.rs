@@ -17,6 +17,18 @@ pub enum Patch<T> {
     Set(T),
 }
 
+impl<T> Patch<T> {
+    /// `None` when absent, `Some(None)` when null, `Some(Some(v))` when set:
+    /// the shape of an optional field in a partial update.
+    pub fn into_option(self) -> Option<Option<T>> {
+        match self {
+            Patch::Absent => None,
+            Patch::Null => Some(None),
+            Patch::Set(v) => Some(Some(v)),
+        }
+    }
+}
+
 pub struct Fields<'a> {
     object: &'a Map<String, Value>,
     pub errors: FieldErrors,

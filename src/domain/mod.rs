@@ -5,10 +5,13 @@
 
 pub mod earning;
 pub mod event;
+pub mod expense;
 pub mod fixed;
 pub mod frame;
 pub mod input;
+pub mod invoice;
 pub mod notification;
+pub mod record;
 pub mod role;
 pub mod stream;
 pub mod time;

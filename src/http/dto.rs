@@ -365,7 +365,7 @@ fn text(max: usize) -> ObjectBuilder {
 
 /// Not blank, no control characters but tab and newline (the `pattern` of
 /// every free-text field above).
-const TEXT_PATTERN: &str = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*\
+pub(super) const TEXT_PATTERN: &str = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*\
          [^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$";
 
 fn uuid() -> ObjectBuilder {

@@ -2,17 +2,18 @@
 //! its change event, then its success notification, to the owner's streams.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::dto::{EarningList, EarningPatchRequest, NewEarningRequest};
 use super::extract::AuthUser;
 use super::extract::{ApiQuery, IdPath, JsonObject};
+use super::records::{decode_page_cursor, idempotency_key, page_cursor, page_limit};
+use super::records::{replayed, with_event_cursor};
 use super::{no_content, AppState};
 use crate::db::{earnings, idempotency, is_unique_violation, notifications, platforms};
 use crate::domain::earning::{Earning, EarningPatch, EarningView, NewEarning};
@@ -22,9 +23,6 @@ use crate::domain::time::{now_ms, parse_date};
 use crate::error::{ApiError, ApiResult};
 use crate::error::{AuthErrors, BodyErrors, ErrorBody};
 use crate::push::WriteTx;
-
-pub const CURSOR_HEADER: HeaderName = HeaderName::from_static("earntrack-event-cursor");
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -92,14 +90,7 @@ pub async fn list(
             Some(id) => Some(Uuid::parse_str(&id).map_err(|_| bad("platformId must be a UUID"))?),
             None => None,
         },
-        limit: match p.limit.filter(|s| !s.is_empty()) {
-            Some(l) => l
-                .parse::<i64>()
-                .ok()
-                .filter(|l| (1..=100).contains(l))
-                .ok_or_else(|| bad("limit must be 1 to 100"))?,
-            None => 50,
-        },
+        limit: page_limit(p.limit.filter(|s| !s.is_empty()))?,
         after: match p.cursor.filter(|s| !s.is_empty()) {
             Some(c) => Some(decode_page_cursor(&c).ok_or_else(|| bad("unknown cursor"))?),
             None => None,
@@ -124,7 +115,9 @@ pub async fn list(
     tx.commit().await?;
     let next = if items.len() as i64 > page {
         items.truncate(page as usize);
-        items.last().map(page_cursor)
+        items
+            .last()
+            .map(|e| page_cursor((&e.date, e.created_at), e.id))
     } else {
         None
     };
@@ -136,25 +129,6 @@ pub async fn list(
         Json(body).into_response(),
         &app.feeds.codec.encode(me.id, &position),
     ))
-}
-
-pub fn with_event_cursor(mut response: Response, cursor: &str) -> Response {
-    if let Ok(value) = HeaderValue::from_str(cursor) {
-        response.headers_mut().insert(CURSOR_HEADER, value);
-    }
-    response
-}
-
-fn page_cursor(e: &Earning) -> String {
-    format!("{}_{}_{}", e.date, e.created_at, e.id)
-}
-
-fn decode_page_cursor(c: &str) -> Option<(String, i64, String)> {
-    let mut parts = c.splitn(3, '_');
-    let date = parts.next().filter(|d| parse_date(d).is_some())?.to_owned();
-    let created = parts.next()?.parse().ok()?;
-    let id = Uuid::parse_str(parts.next()?).ok()?.to_string();
-    Some((date, created, id))
 }
 
 #[utoipa::path(
@@ -270,28 +244,6 @@ pub async fn create(
     app.publisher.commit(tx).await?;
     tracing::info!(earning_id = %earning.id, "earning created");
     Ok((StatusCode::CREATED, Json(body)).into_response())
-}
-
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    match headers.get(IDEMPOTENCY_KEY) {
-        None => Ok(None),
-        Some(v) => match v.to_str() {
-            Ok(k) if !k.trim().is_empty() && k.len() <= 255 => Ok(Some(k.trim().to_owned())),
-            _ => Err(ApiError::BadRequest(
-                "Idempotency-Key must be 1 to 255 visible characters".into(),
-            )),
-        },
-    }
-}
-
-fn replayed((status, body): (i64, String)) -> Response {
-    let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::CREATED);
-    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let mut response = (status, Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    response
 }
 
 #[utoipa::path(

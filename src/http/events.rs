@@ -50,7 +50,8 @@ impl StreamParams {
             None => Ok(TopicFilter::ALL),
             Some(t) => TopicFilter::parse(t).ok_or_else(|| {
                 ApiError::BadRequest(
-                    "bad query: topics must be earnings and/or notifications".into(),
+                    "bad query: topics must name earnings, expenses, invoices or notifications"
+                        .into(),
                 )
             }),
         }

@@ -16,6 +16,8 @@ pub mod openapi;
 pub mod ops;
 pub mod platforms;
 pub mod poll;
+pub mod record_docs;
+pub mod records;
 pub mod sse;
 
 use std::ops::Deref;
@@ -83,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::router())
         .merge(platforms::router())
         .merge(earnings::router())
+        .merge(records::router())
         .merge(notifications::router())
         .merge(admin::router())
         .merge(events::router())

@@ -9,9 +9,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::dto::{NotificationItem, NotificationList};
-use super::earnings::with_event_cursor;
 use super::extract::AuthUser;
 use super::extract::{ApiQuery, IdPath};
+use super::records::with_event_cursor;
 use super::{no_content, AppState};
 use crate::db::notifications;
 use crate::domain::event::DomainEvent;

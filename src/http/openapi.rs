@@ -32,6 +32,10 @@ static DOCUMENT: LazyLock<Value> = LazyLock::new(document);
 /// `finish`).
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    super::record_docs::add(
+        &mut doc,
+        &[super::record_docs::EXPENSES, super::record_docs::INVOICES],
+    );
     finish(&mut doc);
     doc
 }
@@ -45,6 +49,8 @@ const ALWAYS_SENT_HEADERS: &[&str] = &["EarnTrack-Event-Cursor", "Set-Cookie", "
 const ALWAYS_PRESENT: &[(&str, &[&str])] = &[
     ("EarningView", &["hours", "hourly_rate", "notes"]),
     ("NotificationView", &["duration"]),
+    ("ExpenseView", &["platformId", "notes"]),
+    ("InvoiceView", &["platformId", "paidAt", "notes"]),
 ];
 
 /// What the attributes cannot express:
@@ -124,6 +130,12 @@ fn finish(doc: &mut Value) {
         super::ops::healthz,
         super::ops::readyz,
     ),
+    // The records' operations are added by `record_docs`; their views are
+    // derived from the types the handlers serialize.
+    components(schemas(
+        crate::domain::expense::ExpenseView,
+        crate::domain::invoice::InvoiceView
+    )),
     modifiers(&Security),
     tags(
         (name = "accounts"), (name = "earnings"), (name = "notifications"),

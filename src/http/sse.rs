@@ -65,26 +65,12 @@ pub fn control_frame(name: &str, data: serde_json::Value, id: Option<&str>) -> B
 /// The delivery counters, by `topic_index`. The handles are resolved once: the
 /// `counter!` macro looks its key up in the registry on every call, and this
 /// runs once per event per stream.
-fn delivered() -> &'static [metrics::Counter; 4] {
-    static COUNTERS: OnceLock<[metrics::Counter; 4]> = OnceLock::new();
+fn delivered() -> &'static [metrics::Counter; Topic::ALL.len()] {
+    static COUNTERS: OnceLock<[metrics::Counter; Topic::ALL.len()]> = OnceLock::new();
     COUNTERS.get_or_init(|| {
-        [
-            Topic::Earnings,
-            Topic::Notifications,
-            Topic::Other,
-            Topic::Internal,
-        ]
-        .map(|t| metrics::counter!("earntrack_events_delivered_total", "topic" => t.label()))
+        Topic::ALL
+            .map(|t| metrics::counter!("earntrack_events_delivered_total", "topic" => t.label()))
     })
-}
-
-fn topic_index(topic: Topic) -> usize {
-    match topic {
-        Topic::Earnings => 0,
-        Topic::Notifications => 1,
-        Topic::Other => 2,
-        Topic::Internal => 3,
-    }
 }
 
 /// Logs the end of a stream with its duration however it ends, including
@@ -251,7 +237,7 @@ impl Session {
         loop {
             match item {
                 Item::Event(frame) => {
-                    delivered_now[topic_index(frame.topic)] += 1;
+                    delivered_now[Topic::index(frame.topic)] += 1;
                     match &mut self.gzip {
                         None => {
                             out.extend_from_slice(b"id: ");

@@ -45,43 +45,26 @@ const PAGE: i64 = 500;
 /// Lags in a row without reaching live before a subscriber counts as too slow.
 const MAX_LAGS: u32 = 3;
 
-/// The `topics=` filter.
-#[derive(Clone, Copy, Debug)]
-pub struct TopicFilter {
-    pub earnings: bool,
-    pub notifications: bool,
-}
+/// The `topics=` filter: a set of topics, one bit each. Topics a client
+/// cannot name (`Other`) always pass; `Internal` never does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicFilter(u8);
 
 impl TopicFilter {
-    pub const ALL: TopicFilter = TopicFilter {
-        earnings: true,
-        notifications: true,
-    };
+    pub const ALL: TopicFilter = TopicFilter(!(1 << Topic::Internal as u8));
 
-    /// `earnings,notifications` (any order, either alone). `None` on an
-    /// unknown topic.
+    /// `earnings,expenses,invoices,notifications` (any order, any subset).
+    /// `None` on an unknown topic.
     pub fn parse(s: &str) -> Option<TopicFilter> {
-        let mut f = TopicFilter {
-            earnings: false,
-            notifications: false,
-        };
+        let mut bits = 1 << Topic::Other as u8;
         for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            match t {
-                "earnings" => f.earnings = true,
-                "notifications" => f.notifications = true,
-                _ => return None,
-            }
+            bits |= 1 << Topic::named(t)?.index();
         }
-        Some(f)
+        Some(TopicFilter(bits))
     }
 
     pub fn passes(&self, topic: Topic) -> bool {
-        match topic {
-            Topic::Earnings => self.earnings,
-            Topic::Notifications => self.notifications,
-            Topic::Other => true,
-            Topic::Internal => false,
-        }
+        self.0 & (1 << topic.index()) != 0
     }
 }
 

@@ -19,6 +19,7 @@ mod connections;
 mod earnings;
 mod fast_path;
 mod hardening;
+mod ledger;
 mod load_tool;
 mod notifications;
 mod process;

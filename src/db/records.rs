@@ -1,0 +1,196 @@
+//! The SQL of the ledger's records (expenses, invoices), written once: a
+//! record type names its table, its columns and how a row maps to it
+//! (`Table`), and get, insert, update, delete and the keyset-paged list
+//! follow. Every query is scoped to the owner: another user's row is never
+//! found, which the API answers with 404.
+
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, Row};
+use uuid::Uuid;
+
+use crate::domain::record::Record;
+
+/// One column value, in the two types the `Any` driver carries.
+pub enum Cell {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+impl From<String> for Cell {
+    fn from(s: String) -> Cell {
+        Cell::Text(Some(s))
+    }
+}
+
+impl From<Option<String>> for Cell {
+    fn from(s: Option<String>) -> Cell {
+        Cell::Text(s)
+    }
+}
+
+impl From<i64> for Cell {
+    fn from(i: i64) -> Cell {
+        Cell::Int(Some(i))
+    }
+}
+
+impl From<Option<i64>> for Cell {
+    fn from(i: Option<i64>) -> Cell {
+        Cell::Int(i)
+    }
+}
+
+pub trait Table: Record {
+    const TABLE: &'static str;
+    /// Every column, `id` and `user_id` first, in the order of `cells` and
+    /// of the row `from_row` reads.
+    const COLUMNS: &'static [&'static str];
+    /// The column lists are ordered and filtered by (`from`/`to`).
+    const DATE_COLUMN: &'static str;
+    /// The column `Record::FILTER` compares with.
+    const FILTER_COLUMN: Option<&'static str>;
+
+    fn cells(&self) -> Vec<Cell>;
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error>;
+}
+
+fn bind_cells<'q>(
+    mut query: Query<'q, Any, AnyArguments<'q>>,
+    cells: Vec<Cell>,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    for cell in cells {
+        query = match cell {
+            Cell::Text(t) => query.bind(t),
+            Cell::Int(i) => query.bind(i),
+        };
+    }
+    query
+}
+
+pub fn uuid(row: &AnyRow, index: usize) -> Result<Uuid, sqlx::Error> {
+    let text: String = row.try_get(index)?;
+    Uuid::parse_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+pub fn uuid_opt(row: &AnyRow, index: usize) -> Result<Option<Uuid>, sqlx::Error> {
+    let text: Option<String> = row.try_get(index)?;
+    text.map(|t| Uuid::parse_str(&t).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .transpose()
+}
+
+pub async fn get<R: Table>(
+    conn: &mut AnyConnection,
+    user: Uuid,
+    id: Uuid,
+) -> Result<Option<R>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE id = $1 AND user_id = $2",
+        R::COLUMNS.join(", "),
+        R::TABLE
+    );
+    let row = sqlx::query(&sql)
+        .bind(id.to_string())
+        .bind(user.to_string())
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(R::from_row).transpose()
+}
+
+pub async fn insert<R: Table>(conn: &mut AnyConnection, record: &R) -> Result<(), sqlx::Error> {
+    let placeholders: Vec<_> = (1..=R::COLUMNS.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        R::TABLE,
+        R::COLUMNS.join(", "),
+        placeholders.join(", ")
+    );
+    bind_cells(sqlx::query(&sql), record.cells())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Writes every column but the two keys, which select the row.
+pub async fn update<R: Table>(conn: &mut AnyConnection, record: &R) -> Result<(), sqlx::Error> {
+    let sets: Vec<_> = R::COLUMNS
+        .iter()
+        .enumerate()
+        .skip(2)
+        .map(|(i, column)| format!("{column} = ${}", i + 1))
+        .collect();
+    let sql = format!(
+        "UPDATE {} SET {} WHERE id = $1 AND user_id = $2",
+        R::TABLE,
+        sets.join(", ")
+    );
+    bind_cells(sqlx::query(&sql), record.cells())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes and returns the record, or `None` when it is not the user's.
+pub async fn delete<R: Table>(
+    conn: &mut AnyConnection,
+    user: Uuid,
+    id: Uuid,
+) -> Result<Option<R>, sqlx::Error> {
+    let Some(record) = get::<R>(conn, user, id).await? else {
+        return Ok(None);
+    };
+    sqlx::query(&format!(
+        "DELETE FROM {} WHERE id = $1 AND user_id = $2",
+        R::TABLE
+    ))
+    .bind(id.to_string())
+    .bind(user.to_string())
+    .execute(conn)
+    .await?;
+    Ok(Some(record))
+}
+
+/// Filters and keyset paging of a list.
+#[derive(Debug, Default)]
+pub struct ListQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// The value of `Record::FILTER`.
+    pub filter: Option<String>,
+    pub limit: i64,
+    /// The last row of the previous page: (date, created_at, id).
+    pub after: Option<(String, i64, String)>,
+}
+
+/// Newest date first; ties by creation time, then id, so pages never overlap.
+pub async fn list<R: Table>(
+    conn: &mut AnyConnection,
+    user: Uuid,
+    q: &ListQuery,
+) -> Result<Vec<R>, sqlx::Error> {
+    let date = R::DATE_COLUMN;
+    let filter = R::FILTER_COLUMN.unwrap_or("NULL");
+    let sql = format!(
+        "SELECT {columns} FROM {table} WHERE user_id = $1 \
+         AND ($2 IS NULL OR {date} >= $2) AND ($3 IS NULL OR {date} <= $3) \
+         AND ($4 IS NULL OR {filter} = $4) \
+         AND ($5 = 0 OR {date} < $6 OR ({date} = $6 AND (created_at < $7 OR (created_at = $7 AND id < $8)))) \
+         ORDER BY {date} DESC, created_at DESC, id DESC LIMIT $9",
+        columns = R::COLUMNS.join(", "),
+        table = R::TABLE,
+    );
+    let (after_date, after_created, after_id) = q.after.clone().unwrap_or_default();
+    let rows = sqlx::query(&sql)
+        .bind(user.to_string())
+        .bind(&q.from)
+        .bind(&q.to)
+        .bind(&q.filter)
+        .bind(i64::from(q.after.is_some()))
+        .bind(after_date)
+        .bind(after_created)
+        .bind(after_id)
+        .bind(q.limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(R::from_row).collect()
+}

@@ -1,0 +1,298 @@
+//! `/api/{expenses,invoices}`: the routes of every ledger record, written
+//! once for any `Record` (list, get, create with `Idempotency-Key`, patch,
+//! delete). Each committed change publishes its `{KIND}:…` event, then its
+//! notification, to the owner's streams, exactly as earnings do; the
+//! pieces earnings share with them (the event cursor header, idempotent
+//! replays, page cursors) live here too.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::extract::{ApiQuery, AuthUser, IdPath, JsonObject};
+use super::{no_content, AppState};
+use crate::db::records::{self, ListQuery, Table};
+use crate::db::{idempotency, is_unique_violation, notifications, platforms};
+use crate::domain::earning::Platform;
+use crate::domain::event::DomainEvent;
+use crate::domain::expense::Expense;
+use crate::domain::invoice::Invoice;
+use crate::domain::record::{self, Change, Record};
+use crate::domain::stream::StreamKey;
+use crate::domain::time::{now_ms, parse_date};
+use crate::error::{ApiError, ApiResult};
+use crate::push::WriteTx;
+
+pub const CURSOR_HEADER: HeaderName = HeaderName::from_static("earntrack-event-cursor");
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+pub fn router() -> Router<AppState> {
+    routes::<Expense>().merge(routes::<Invoice>())
+}
+
+fn routes<R: Table>() -> Router<AppState> {
+    let kind = R::KIND;
+    Router::new()
+        .route(&format!("/api/{kind}"), get(list::<R>).post(create::<R>))
+        .route(
+            &format!("/api/{kind}/{{id}}"),
+            get(show::<R>).patch(update::<R>).delete(remove::<R>),
+        )
+}
+
+async fn list<R: Table>(
+    State(app): State<AppState>,
+    me: AuthUser,
+    ApiQuery(mut p): ApiQuery<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let bad = |what: &str| ApiError::BadRequest(format!("bad query: {what}"));
+    let mut param = |name: &str| p.remove(name).filter(|v| !v.is_empty());
+    let date = |d: Option<String>, name: &str| match d {
+        Some(d) if parse_date(&d).is_none() => Err(bad(&format!("{name} must be YYYY-MM-DD"))),
+        d => Ok(d),
+    };
+    let query = ListQuery {
+        from: date(param("from"), "from")?,
+        to: date(param("to"), "to")?,
+        filter: match R::FILTER.and_then(&mut param) {
+            Some(v) => Some(R::parse_filter(&v).map_err(bad)?),
+            None => None,
+        },
+        limit: page_limit(param("limit"))?,
+        after: match param("cursor") {
+            Some(c) => Some(decode_page_cursor(&c).ok_or_else(|| bad("unknown cursor"))?),
+            None => None,
+        },
+    };
+    // Data and stream position from one snapshot: a client that loads this
+    // page and then resumes from the header misses nothing and sees nothing
+    // twice.
+    let mut tx = app.db.begin_snapshot().await?;
+    let position = crate::db::event_log::current_position(&mut tx, me.id).await?;
+    // One row more than the page tells whether another page exists.
+    let page = query.limit;
+    let mut items = records::list::<R>(
+        &mut tx,
+        me.id,
+        &ListQuery {
+            limit: page + 1,
+            ..query
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let next = if items.len() as i64 > page {
+        items.truncate(page as usize);
+        items.last().map(|r| page_cursor(r.sort_key(), r.id()))
+    } else {
+        None
+    };
+    let body = json!({
+        "items": items.iter().map(R::to_json).collect::<Vec<_>>(),
+        "nextCursor": next,
+    });
+    Ok(with_event_cursor(
+        Json(body).into_response(),
+        &app.feeds.codec.encode(me.id, &position),
+    ))
+}
+
+async fn show<R: Table>(
+    State(app): State<AppState>,
+    me: AuthUser,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<Value>> {
+    let mut conn = app.db.read.acquire().await?;
+    let record = records::get::<R>(&mut conn, me.id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(record.to_json()))
+}
+
+async fn create<R: Table>(
+    State(app): State<AppState>,
+    me: AuthUser,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Response> {
+    let key = idempotency_key(&headers)?.map(|k| format!("{}:{k}", R::KIND));
+    let new = R::parse_new(&body).map_err(ApiError::Validation)?;
+    let mut tx = app.publisher.begin().await?;
+    if let Some(key) = &key {
+        if let Some(stored) = idempotency::find(tx.conn(), me.id, key).await? {
+            return Ok(replayed(stored));
+        }
+    }
+    let platform = own_platform(&mut tx, me.id, R::new_platform(&new)).await?;
+    let now = now_ms();
+    let record = R::create(new, me.id, platform, now);
+    write(records::insert(tx.conn(), &record).await)?;
+    publish(&mut tx, Change::Created, &record, None).await?;
+    let body = record.to_json();
+    if let Some(key) = &key {
+        match idempotency::store(tx.conn(), me.id, key, 201, &body.to_string(), now).await {
+            // A concurrent retry with the same key won: answer as it did.
+            Err(err) if is_unique_violation(&err) => {
+                drop(tx);
+                let mut conn = app.db.read.acquire().await?;
+                let stored = idempotency::find(&mut conn, me.id, key)
+                    .await?
+                    .ok_or(ApiError::Conflict("retry".into()))?;
+                return Ok(replayed(stored));
+            }
+            other => other?,
+        }
+    }
+    app.publisher.commit(tx).await?;
+    tracing::info!(kind = R::KIND, id = %record.id(), "created");
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn update<R: Table>(
+    State(app): State<AppState>,
+    me: AuthUser,
+    IdPath(id): IdPath,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    let patch = R::parse_patch(&body).map_err(ApiError::Validation)?;
+    let mut tx = app.publisher.begin().await?;
+    let old = records::get::<R>(tx.conn(), me.id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let platform = own_platform(&mut tx, me.id, R::patch_platform(&patch).flatten()).await?;
+    let now = now_ms();
+    let mut new = old
+        .patched(&patch, platform, now)
+        .map_err(ApiError::Validation)?;
+    if record::changes(&old, &new).is_empty() {
+        // Nothing changed: nothing written, nothing published.
+        return Ok(Json(old.to_json()));
+    }
+    new.touch(now.max(old.updated_at()));
+    write(records::update(tx.conn(), &new).await)?;
+    publish(&mut tx, Change::Updated, &new, Some(&old)).await?;
+    app.publisher.commit(tx).await?;
+    Ok(Json(new.to_json()))
+}
+
+async fn remove<R: Table>(
+    State(app): State<AppState>,
+    me: AuthUser,
+    IdPath(id): IdPath,
+) -> ApiResult<Response> {
+    let mut tx = app.publisher.begin().await?;
+    let record = records::delete::<R>(tx.conn(), me.id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    publish(&mut tx, Change::Deleted, &record, None).await?;
+    app.publisher.commit(tx).await?;
+    Ok(no_content())
+}
+
+/// The platform a body names, which must be one of the caller's.
+async fn own_platform(
+    tx: &mut WriteTx,
+    user: Uuid,
+    id: Option<Uuid>,
+) -> ApiResult<Option<Platform>> {
+    match id {
+        None => Ok(None),
+        Some(id) => platforms::get(tx.conn(), user, id)
+            .await?
+            .map(Some)
+            .ok_or_else(|| ApiError::field("platformId", "no such platform")),
+    }
+}
+
+/// A write that hits a unique column (an invoice number) is the caller's
+/// conflict, not a server error.
+fn write(result: Result<(), sqlx::Error>) -> ApiResult<()> {
+    match result {
+        Err(err) if is_unique_violation(&err) => Err(ApiError::Conflict(
+            "a record with this number already exists".into(),
+        )),
+        other => Ok(other?),
+    }
+}
+
+/// The change event, then its notification (stored, so it shows in the
+/// notification list too), both in the owner's log stream.
+async fn publish<R: Record>(
+    tx: &mut WriteTx,
+    change: Change,
+    record: &R,
+    before: Option<&R>,
+) -> Result<(), sqlx::Error> {
+    let diff = before
+        .map(|b| record::changes(b, record))
+        .unwrap_or_default();
+    let owner = StreamKey::User(record.user_id());
+    tx.append(owner.clone(), &record::event(change, record, diff))
+        .await?;
+    let notification = record::notification(change, record, before, now_ms());
+    notifications::insert(tx.conn(), Some(record.user_id()), &notification).await?;
+    tx.append(owner, &DomainEvent::notification(&notification))
+        .await?;
+    Ok(())
+}
+
+pub fn with_event_cursor(mut response: Response, cursor: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(cursor) {
+        response.headers_mut().insert(CURSOR_HEADER, value);
+    }
+    response
+}
+
+/// `limit`: 1 to 100, default 50.
+pub fn page_limit(limit: Option<String>) -> ApiResult<i64> {
+    match limit {
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| ApiError::BadRequest("bad query: limit must be 1 to 100".into())),
+        None => Ok(50),
+    }
+}
+
+/// The `nextCursor` of a page: its last row's (date, creation time, id).
+pub fn page_cursor((date, created_at): (&str, i64), id: Uuid) -> String {
+    format!("{date}_{created_at}_{id}")
+}
+
+pub fn decode_page_cursor(c: &str) -> Option<(String, i64, String)> {
+    let mut parts = c.splitn(3, '_');
+    let date = parts.next().filter(|d| parse_date(d).is_some())?.to_owned();
+    let created = parts.next()?.parse().ok()?;
+    let id = Uuid::parse_str(parts.next()?).ok()?.to_string();
+    Some((date, created, id))
+}
+
+pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    match headers.get(IDEMPOTENCY_KEY) {
+        None => Ok(None),
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.trim().is_empty() && k.len() <= 255 => Ok(Some(k.trim().to_owned())),
+            _ => Err(ApiError::BadRequest(
+                "Idempotency-Key must be 1 to 255 visible characters".into(),
+            )),
+        },
+    }
+}
+
+/// The stored answer to an earlier request with the same key.
+pub fn replayed((status, body): (i64, String)) -> Response {
+    let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::CREATED);
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let mut response = (status, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
