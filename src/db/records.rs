@@ -50,6 +50,11 @@ pub trait Table: Record {
     const DATE_COLUMN: &'static str;
     /// The column `Record::FILTER` compares with.
     const FILTER_COLUMN: Option<&'static str>;
+    /// Read-only columns of other tables read with each row (after
+    /// `COLUMNS`), and the join that reaches them; the record's own table
+    /// is `r`.
+    const JOINED: &'static [&'static str] = &[];
+    const JOIN: &'static str = "";
 
     fn cells(&self) -> Vec<Cell>;
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error>;
@@ -79,16 +84,24 @@ pub fn uuid_opt(row: &AnyRow, index: usize) -> Result<Option<Uuid>, sqlx::Error>
         .transpose()
 }
 
+/// `SELECT r.a, r.b, …, joined… FROM table r JOIN …`
+fn select<R: Table>() -> String {
+    let own = R::COLUMNS.iter().map(|c| format!("r.{c}"));
+    let columns: Vec<_> = own.chain(R::JOINED.iter().map(|c| c.to_string())).collect();
+    format!(
+        "SELECT {} FROM {} r {}",
+        columns.join(", "),
+        R::TABLE,
+        R::JOIN
+    )
+}
+
 pub async fn get<R: Table>(
     conn: &mut AnyConnection,
     user: Uuid,
     id: Uuid,
 ) -> Result<Option<R>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {} FROM {} WHERE id = $1 AND user_id = $2",
-        R::COLUMNS.join(", "),
-        R::TABLE
-    );
+    let sql = format!("{} WHERE r.id = $1 AND r.user_id = $2", select::<R>());
     let row = sqlx::query(&sql)
         .bind(id.to_string())
         .bind(user.to_string())
@@ -168,16 +181,15 @@ pub async fn list<R: Table>(
     user: Uuid,
     q: &ListQuery,
 ) -> Result<Vec<R>, sqlx::Error> {
-    let date = R::DATE_COLUMN;
-    let filter = R::FILTER_COLUMN.unwrap_or("NULL");
+    let date = format!("r.{}", R::DATE_COLUMN);
+    let filter = R::FILTER_COLUMN.map_or("NULL".to_owned(), |f| format!("r.{f}"));
     let sql = format!(
-        "SELECT {columns} FROM {table} WHERE user_id = $1 \
+        "{select} WHERE r.user_id = $1 \
          AND ($2 IS NULL OR {date} >= $2) AND ($3 IS NULL OR {date} <= $3) \
          AND ($4 IS NULL OR {filter} = $4) \
-         AND ($5 = 0 OR {date} < $6 OR ({date} = $6 AND (created_at < $7 OR (created_at = $7 AND id < $8)))) \
-         ORDER BY {date} DESC, created_at DESC, id DESC LIMIT $9",
-        columns = R::COLUMNS.join(", "),
-        table = R::TABLE,
+         AND ($5 = 0 OR {date} < $6 OR ({date} = $6 AND (r.created_at < $7 OR (r.created_at = $7 AND r.id < $8)))) \
+         ORDER BY {date} DESC, r.created_at DESC, r.id DESC LIMIT $9",
+        select = select::<R>(),
     );
     let (after_date, after_created, after_id) = q.after.clone().unwrap_or_default();
     let rows = sqlx::query(&sql)

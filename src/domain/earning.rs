@@ -6,8 +6,10 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::expense::set;
 use super::input::FieldErrors;
 use super::input::{self, Fields, Patch};
+use super::record::{Change, Notice, Record};
 use super::time::rfc3339;
 use super::Fixed2;
 
@@ -190,58 +192,119 @@ impl EarningPatch {
         f.finish()?;
         Ok(patch)
     }
+}
 
-    /// The updated earning and the `changes` map of `earnings:updated`: each
-    /// field whose value changed, with its new value, derived `hourly_rate`
-    /// and `platform` included. `platform` is the resolved new platform when
-    /// `platform_id` is set.
-    pub fn apply(
+impl Record for Earning {
+    const KIND: &'static str = "earnings";
+    const ID_KEY: &'static str = "earningId";
+    const DATE_FIELD: &'static str = "date";
+    const FILTER: Option<&'static str> = Some("platformId");
+    type New = NewEarning;
+    type Patch = EarningPatch;
+    type View = EarningView;
+
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+
+    fn sort_key(&self) -> (&str, i64) {
+        (&self.date, self.created_at)
+    }
+
+    fn updated_at(&self) -> i64 {
+        self.updated_at
+    }
+
+    fn view(&self) -> EarningView {
+        Earning::view(self)
+    }
+
+    fn parse_new(body: &Map<String, Value>) -> Result<NewEarning, FieldErrors> {
+        NewEarning::parse(body)
+    }
+
+    fn parse_patch(body: &Map<String, Value>) -> Result<EarningPatch, FieldErrors> {
+        EarningPatch::parse(body)
+    }
+
+    fn parse_filter(value: &str) -> Result<String, &'static str> {
+        Uuid::parse_str(value)
+            .map(|id| id.to_string())
+            .map_err(|_| "platformId must be a UUID")
+    }
+
+    fn new_platform(new: &NewEarning) -> Option<Uuid> {
+        Some(new.platform_id)
+    }
+
+    fn patch_platform(patch: &EarningPatch) -> Option<Option<Uuid>> {
+        patch.platform_id.map(Some)
+    }
+
+    fn create(new: NewEarning, user: Uuid, platform: Option<Platform>, now_ms: i64) -> Earning {
+        Earning {
+            id: Uuid::new_v4(),
+            user_id: user,
+            // `new_platform` always names one, and the route resolved it.
+            platform: platform.expect("an earning's platform is resolved before it is created"),
+            date: new.date,
+            hours: new.hours,
+            amount: new.amount,
+            notes: new.notes,
+            created_at: now_ms,
+            updated_at: now_ms,
+        }
+    }
+
+    /// `platform` is the resolved new platform when the patch names one.
+    fn patched(
         &self,
-        old: &Earning,
+        p: &EarningPatch,
         platform: Option<Platform>,
-        now_ms: i64,
-    ) -> (Earning, Map<String, Value>) {
-        let mut new = old.clone();
-        if let Some(p) = platform {
-            new.platform = p;
+        _now_ms: i64,
+    ) -> Result<Earning, FieldErrors> {
+        let mut new = self.clone();
+        if let Some(platform) = platform {
+            new.platform = platform;
         }
-        if let Some(d) = &self.date {
-            new.date = d.clone();
+        set(&mut new.date, &p.date);
+        set(&mut new.hours, &p.hours);
+        set(&mut new.amount, &p.amount);
+        set(&mut new.notes, &p.notes);
+        Ok(new)
+    }
+
+    fn touch(&mut self, now_ms: i64) {
+        self.updated_at = now_ms;
+    }
+
+    fn notice(&self, change: Change, _before: Option<&Earning>) -> Notice {
+        let (amount, platform) = (self.amount.dollars(), &self.platform.name);
+        match change {
+            Change::Created => Notice::success(
+                "Earning Created",
+                format!("New earning of {amount} added to {platform}"),
+            ),
+            Change::Updated => Notice::success(
+                "Earning Updated",
+                format!("Earning of {amount} on {platform} updated"),
+            ),
+            Change::Deleted => Notice::success(
+                "Earning Deleted",
+                format!("Earning of {amount} on {platform} deleted"),
+            ),
         }
-        if let Some(h) = self.hours {
-            new.hours = h;
-        }
-        if let Some(a) = self.amount {
-            new.amount = a;
-        }
-        if let Some(n) = &self.notes {
-            new.notes = n.clone();
-        }
-        let (before, after) = (old.to_json(), new.to_json());
-        let mut changes = Map::new();
-        for key in [
-            "platformId",
-            "platform",
-            "date",
-            "hours",
-            "amount",
-            "hourly_rate",
-            "notes",
-        ] {
-            if before[key] != after[key] {
-                changes.insert(key.to_owned(), after[key].clone());
-            }
-        }
-        if !changes.is_empty() {
-            new.updated_at = now_ms.max(old.updated_at);
-        }
-        (new, changes)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::record::changes;
     use serde_json::json;
 
     fn earning() -> Earning {
@@ -274,23 +337,23 @@ mod tests {
     fn patch_reports_only_changed_fields_with_derived_rate() {
         let patch = EarningPatch::parse(json!({"amount": 150, "notes": null}).as_object().unwrap())
             .unwrap();
-        let (new, changes) = patch.apply(&earning(), None, 5);
+        let new = earning().patched(&patch, None, 5).unwrap();
         assert_eq!(
-            changes,
+            changes(&earning(), &new),
             json!({"amount": 150, "hourly_rate": 75})
                 .as_object()
                 .unwrap()
                 .clone()
         );
-        assert_eq!(new.updated_at, 5);
         let same = EarningPatch::parse(json!({"amount": 100}).as_object().unwrap()).unwrap();
-        assert!(same.apply(&earning(), None, 9).1.is_empty());
+        assert!(changes(&earning(), &earning().patched(&same, None, 9).unwrap()).is_empty());
     }
 
     #[test]
     fn clearing_hours_nulls_the_rate() {
         let patch = EarningPatch::parse(json!({"hours": null}).as_object().unwrap()).unwrap();
-        let (new, changes) = patch.apply(&earning(), None, 5);
+        let new = earning().patched(&patch, None, 5).unwrap();
+        let changes = changes(&earning(), &new);
         assert_eq!(new.hourly_rate(), None);
         assert_eq!(changes["hours"], Value::Null);
         assert_eq!(changes["hourly_rate"], Value::Null);

@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 
-use super::earning::{Earning, Platform};
-use super::notification::{Notification, NotificationType};
+use super::earning::Platform;
+use super::notification::Notification;
 
 /// The `topics=` filter classes. Events outside `earnings`, `expenses`,
 /// `invoices` and `notifications` (admin and room events, control events)
@@ -125,26 +125,6 @@ impl DomainEvent {
         DomainEvent::new("platforms:new", json!(platform))
     }
 
-    pub fn earning_created(earning: &Earning) -> Self {
-        DomainEvent::new("earnings:new", earning.to_json())
-    }
-
-    pub fn earning_updated(earning: &Earning, changes: serde_json::Map<String, Value>) -> Self {
-        DomainEvent::new(
-            "earnings:updated",
-            json!({
-                "id": earning.id,
-                "userId": earning.user_id,
-                "changes": changes,
-                "updatedAt": super::time::rfc3339(earning.updated_at),
-            }),
-        )
-    }
-
-    pub fn earning_deleted(earning: &Earning) -> Self {
-        DomainEvent::new("earnings:deleted", json!({ "id": earning.id }))
-    }
-
     pub fn notification(n: &Notification) -> Self {
         DomainEvent::new("notification", n.to_json())
     }
@@ -152,42 +132,6 @@ impl DomainEvent {
     pub fn notification_read(id: uuid::Uuid) -> Self {
         DomainEvent::new("notification:read", json!({ "id": id }))
     }
-}
-
-/// The success notifications that follow each earnings change.
-pub fn earning_notification(kind: EarningChange, e: &Earning, now_ms: i64) -> Notification {
-    let (amount, platform) = (e.amount.dollars(), &e.platform.name);
-    let (title, message) = match kind {
-        EarningChange::Created => (
-            "Earning Created",
-            format!("New earning of {amount} added to {platform}"),
-        ),
-        EarningChange::Updated => (
-            "Earning Updated",
-            format!("Earning of {amount} on {platform} updated"),
-        ),
-        EarningChange::Deleted => (
-            "Earning Deleted",
-            format!("Earning of {amount} on {platform} deleted"),
-        ),
-    };
-    Notification {
-        id: uuid::Uuid::new_v4(),
-        kind: NotificationType::Success,
-        title: title.to_owned(),
-        message,
-        timestamp: now_ms,
-        dismissible: true,
-        duration: Some(5000),
-        data: json!({ "earningId": e.id }),
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-pub enum EarningChange {
-    Created,
-    Updated,
-    Deleted,
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
-use crate::domain::earning::{EarningView, Platform};
+use crate::domain::earning::Platform;
 use crate::domain::notification::NotificationView;
 
 #[derive(Serialize, ToSchema)]
@@ -37,15 +37,6 @@ pub struct Session {
 #[derive(Serialize, ToSchema)]
 pub struct PlatformList {
     pub items: Vec<Platform>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct EarningList {
-    pub items: Vec<EarningView>,
-    /// The next page's `cursor`; null on the last page.
-    #[schema(required = true)]
-    pub next_cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -173,71 +164,6 @@ pub struct NewPlatformRequest {
     name: String,
     #[schema(pattern = "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")]
     color: String,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-#[schema(rename_all = "camelCase")]
-pub struct NewEarningRequest {
-    /// One of the caller's platforms.
-    platform_id: Uuid,
-    /// `YYYY-MM-DD`
-    #[schema(format = Date)]
-    date: String,
-    /// At most 2 decimals, ≥ 0; absent or null: none.
-    #[schema(minimum = 0, maximum = 1_000_000_000, multiple_of = 0.01)]
-    hours: Option<f64>,
-    /// At most 2 decimals, ≥ 0.
-    #[schema(minimum = 0, maximum = 1_000_000_000, multiple_of = 0.01)]
-    amount: f64,
-    /// Trimmed; 1 to 2000 characters, no control characters but tab and
-    /// newline; absent or null: none.
-    #[schema(
-        min_length = 1,
-        max_length = 2000,
-        pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*\
-         [^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$"
-    )]
-    notes: Option<String>,
-}
-
-/// Partial: absent fields stay, `null` clears `hours` or `notes` (and is
-/// refused for the others).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-#[schema(rename_all = "camelCase")]
-pub struct EarningPatchRequest {
-    /// One of the caller's platforms.
-    #[schema(required = false)]
-    platform_id: Uuid,
-    /// `YYYY-MM-DD`
-    #[schema(format = Date, required = false)]
-    date: String,
-    /// At most 2 decimals, ≥ 0; null clears it.
-    #[schema(
-        minimum = 0,
-        maximum = 1_000_000_000,
-        multiple_of = 0.01,
-        required = false
-    )]
-    hours: Option<f64>,
-    /// At most 2 decimals, ≥ 0.
-    #[schema(
-        minimum = 0,
-        maximum = 1_000_000_000,
-        multiple_of = 0.01,
-        required = false
-    )]
-    amount: f64,
-    /// As on creation; null clears it.
-    #[schema(
-        min_length = 1,
-        max_length = 2000,
-        pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*\
-         [^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$",
-        required = false
-    )]
-    notes: Option<String>,
 }
 
 /// `userIds` or `broadcast: true`, plus the notification: `type`, `title`,

@@ -6,7 +6,6 @@ pub mod accounts;
 pub mod admin;
 pub mod assets;
 pub mod dto;
-pub mod earnings;
 pub mod events;
 pub mod extract;
 pub mod fast_path;
@@ -84,7 +83,6 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(accounts::router())
         .merge(platforms::router())
-        .merge(earnings::router())
         .merge(records::router())
         .merge(notifications::router())
         .merge(admin::router())

@@ -32,10 +32,8 @@ static DOCUMENT: LazyLock<Value> = LazyLock::new(document);
 /// `finish`).
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
-    super::record_docs::add(
-        &mut doc,
-        &[super::record_docs::EXPENSES, super::record_docs::INVOICES],
-    );
+    use super::record_docs::{EARNINGS, EXPENSES, INVOICES};
+    super::record_docs::add(&mut doc, &[EARNINGS, EXPENSES, INVOICES]);
     finish(&mut doc);
     doc
 }
@@ -112,11 +110,6 @@ fn finish(doc: &mut Value) {
         super::accounts::change_password,
         super::platforms::list,
         super::platforms::create,
-        super::earnings::list,
-        super::earnings::create,
-        super::earnings::show,
-        super::earnings::update,
-        super::earnings::remove,
         super::notifications::list,
         super::notifications::mark_read,
         super::admin::notify,
@@ -133,6 +126,7 @@ fn finish(doc: &mut Value) {
     // The records' operations are added by `record_docs`; their views are
     // derived from the types the handlers serialize.
     components(schemas(
+        crate::domain::earning::EarningView,
         crate::domain::expense::ExpenseView,
         crate::domain::invoice::InvoiceView
     )),

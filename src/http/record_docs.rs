@@ -1,4 +1,5 @@
-//! The OpenAPI operations of the ledger's records, made from one table per
+//! The OpenAPI operations of the ledger's records (earnings, expenses,
+//! invoices), made from one table per
 //! record (its fields, its list filter), as their routes are made from one
 //! generic handler set (`records`). Creation and patch bodies come from the
 //! same field table: a required field must be present on creation and may
@@ -22,6 +23,8 @@ pub struct RecordDoc {
     date: &'static str,
     filter: (&'static str, fn() -> Value, &'static str),
     fields: &'static [Field],
+    /// A field unique per user (409 `conflict` when taken).
+    unique: Option<&'static str>,
 }
 
 const fn field(name: &'static str, schema: fn() -> Value, required: bool) -> Field {
@@ -52,6 +55,25 @@ fn platform() -> Value {
     json!({"type": "string", "format": "uuid", "description": "one of the caller's platforms"})
 }
 
+pub const EARNINGS: RecordDoc = RecordDoc {
+    kind: "earnings",
+    title: "Earning",
+    date: "date",
+    filter: (
+        "platformId",
+        || json!({"type": "string", "format": "uuid"}),
+        "only this platform's earnings",
+    ),
+    fields: &[
+        field("platformId", platform, true),
+        field("date", date, true),
+        field("hours", money, false),
+        field("amount", money, true),
+        field("notes", || text(2000), false),
+    ],
+    unique: None,
+};
+
 pub const EXPENSES: RecordDoc = RecordDoc {
     kind: "expenses",
     title: "Expense",
@@ -64,6 +86,7 @@ pub const EXPENSES: RecordDoc = RecordDoc {
         field("platformId", platform, false),
         field("notes", || text(2000), false),
     ],
+    unique: None,
 };
 
 pub const INVOICES: RecordDoc = RecordDoc {
@@ -101,6 +124,7 @@ pub const INVOICES: RecordDoc = RecordDoc {
         },
         field("notes", || text(2000), false),
     ],
+    unique: Some("number"),
 };
 
 fn error(description: &str) -> Value {
@@ -186,7 +210,8 @@ impl RecordDoc {
     fn paths(&self) -> [(String, Value); 2] {
         let (kind, t) = (self.kind, self.title);
         let tag = json!([kind]);
-        let id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}]);
+        let id = json!([{"name": "id", "in": "path", "required": true, "description": format!("{} id", t.to_lowercase()),
+                         "schema": {"type": "string", "format": "uuid"}}]);
         let (filter, filter_schema, filter_doc) = self.filter;
         let mut list_answers = errors(false, &[("400", "bad query")]);
         list_answers.insert(
@@ -198,13 +223,12 @@ impl RecordDoc {
                 "content": body(&format!("{t}List")),
             }),
         );
-        let mut create_answers = errors(
-            true,
-            &[
-                FOREIGN_ORIGIN,
-                ("409", "number taken, or concurrent idempotent retry"),
-            ],
-        );
+        let taken = self.unique.map(|f| format!("{f} taken"));
+        let retry = "concurrent idempotent retry".to_owned();
+        let create_conflict = taken
+            .as_ref()
+            .map_or(retry.clone(), |t| format!("{t}, or {retry}"));
+        let mut create_answers = errors(true, &[FOREIGN_ORIGIN, ("409", &create_conflict)]);
         create_answers.insert("201".into(), json!({
             "description": format!("created; publishes {kind}:new then a notification"),
             "headers": {"Idempotent-Replayed": {"schema": {"type": "string"},
@@ -216,8 +240,10 @@ impl RecordDoc {
             "200".into(),
             json!({"description": t, "content": body(&format!("{t}View"))}),
         );
-        let mut update_answers =
-            errors(true, &[NOT_FOUND, FOREIGN_ORIGIN, ("409", "number taken")]);
+        let mut update_answers = errors(true, &[NOT_FOUND, FOREIGN_ORIGIN]);
+        if let Some(taken) = &taken {
+            update_answers.insert("409".into(), error(taken));
+        }
         update_answers.insert("200".into(), json!({
             "description": format!("updated; publishes {kind}:updated then a notification when something changed"),
             "content": body(&format!("{t}View")),
@@ -279,7 +305,9 @@ pub fn add(doc: &mut Value, records: &[RecordDoc]) {
             doc["components"]["schemas"][name] = schema;
         }
         if let Some(tags) = doc["tags"].as_array_mut() {
-            tags.push(json!({"name": r.kind}));
+            if !tags.iter().any(|t| t["name"] == r.kind) {
+                tags.push(json!({"name": r.kind}));
+            }
         }
     }
 }

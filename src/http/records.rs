@@ -1,9 +1,8 @@
-//! `/api/{expenses,invoices}`: the routes of every ledger record, written
-//! once for any `Record` (list, get, create with `Idempotency-Key`, patch,
-//! delete). Each committed change publishes its `{KIND}:…` event, then its
-//! notification, to the owner's streams, exactly as earnings do; the
-//! pieces earnings share with them (the event cursor header, idempotent
-//! replays, page cursors) live here too.
+//! `/api/{earnings,expenses,invoices}`: the routes of every ledger record,
+//! written once for any `Record` (list, get, create with `Idempotency-Key`,
+//! patch, delete). Each committed change publishes its `{KIND}:…` event,
+//! then its success notification, to the owner's streams; a failed or
+//! rolled-back write publishes nothing.
 
 use std::collections::HashMap;
 
@@ -19,7 +18,7 @@ use super::extract::{ApiQuery, AuthUser, IdPath, JsonObject};
 use super::{no_content, AppState};
 use crate::db::records::{self, ListQuery, Table};
 use crate::db::{idempotency, is_unique_violation, notifications, platforms};
-use crate::domain::earning::Platform;
+use crate::domain::earning::{Earning, Platform};
 use crate::domain::event::DomainEvent;
 use crate::domain::expense::Expense;
 use crate::domain::invoice::Invoice;
@@ -33,7 +32,9 @@ pub const CURSOR_HEADER: HeaderName = HeaderName::from_static("earntrack-event-c
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 pub fn router() -> Router<AppState> {
-    routes::<Expense>().merge(routes::<Invoice>())
+    routes::<Earning>()
+        .merge(routes::<Expense>())
+        .merge(routes::<Invoice>())
 }
 
 fn routes<R: Table>() -> Router<AppState> {

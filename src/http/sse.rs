@@ -233,7 +233,7 @@ impl Session {
         let mut out = Vec::new();
         // The `id:` line of a compressed stream, before it goes into `out`.
         let mut id = Vec::new();
-        let mut delivered_now = [0u64; 4];
+        let mut delivered_now = [0u64; Topic::ALL.len()];
         loop {
             match item {
                 Item::Event(frame) => {
