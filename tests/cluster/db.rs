@@ -1,5 +1,8 @@
 //! The cluster's own look at a test database (`crate::kit::pg::TestDb`):
-//! its listeners, as PostgreSQL sees them, and a way to cut one off.
+//! its listeners, as PostgreSQL sees them, and a way to cut one off; rows
+//! written behind the servers' backs.
+
+use sqlx::{Connection, PgConnection};
 
 use crate::kit::pg::TestDb;
 
@@ -31,5 +34,25 @@ impl TestDb {
         .await
         .expect("pg_terminate_backend");
         killed.iter().filter(|(done,)| *done).count()
+    }
+
+    /// `n` sent invoices of `user`, overdue since 2024-01-31, written in one
+    /// statement (no server publishes anything for them); their ids.
+    pub async fn overdue_invoices(&self, user: &str, n: i64) -> Vec<String> {
+        let mut conn = PgConnection::connect(&self.url)
+            .await
+            .expect("connect to the test database");
+        let ids: Vec<(String,)> = sqlx::query_as(
+            "INSERT INTO invoices (id, user_id, number, client, issue_date, due_date, amount_cents, \
+             status, created_at, updated_at) \
+             SELECT gen_random_uuid()::text, $1, 'INV-' || i, 'Acme', '2024-01-01', '2024-01-31', 10000, \
+             'sent', 0, 0 FROM generate_series(1, $2) AS i RETURNING id",
+        )
+        .bind(user)
+        .bind(n)
+        .fetch_all(&mut conn)
+        .await
+        .expect("insert overdue invoices");
+        ids.into_iter().map(|(id,)| id).collect()
     }
 }

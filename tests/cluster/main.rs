@@ -26,5 +26,6 @@ mod traffic;
 mod admin;
 mod failover;
 mod fanout;
+mod ledger;
 mod listener;
 mod resume;
