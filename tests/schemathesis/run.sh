@@ -137,7 +137,7 @@ api() { # method path token [body] -> response body; fails on a non-2xx status
     curl "${args[@]}"
 }
 
-declare -A token user_id platform_id earning_ids notification_ids
+declare -A token user_id platform_id earning_ids expense_ids invoice_ids notification_ids
 for role in user admin; do
     session="$(api POST /api/auth/register "" \
         "{\"email\":\"schema-$role@example.com\",\"password\":\"schema-$role-password\",\"name\":\"Schema $role\"}")"
@@ -162,6 +162,20 @@ for role in user admin; do
             json_get 'v["id"]')")
     done
     earning_ids[$role]="${ids[*]}"
+    ids=()
+    for i in 1 2 3; do
+        ids+=("$(api POST /api/expenses "${token[$role]}" \
+            "{\"platformId\":\"${platform_id[$role]}\",\"date\":\"2024-02-0$i\",\"amount\":$i.25,\"category\":\"seed\"}" |
+            json_get 'v["id"]')")
+    done
+    expense_ids[$role]="${ids[*]}"
+    ids=()
+    for status in draft sent; do
+        ids+=("$(api POST /api/invoices "${token[$role]}" \
+            "{\"number\":\"SEED-$status\",\"client\":\"Acme\",\"issueDate\":\"2024-01-01\",\"dueDate\":\"2099-01-31\",\"amount\":1200,\"status\":\"$status\"}" |
+            json_get 'v["id"]')")
+    done
+    invoice_ids[$role]="${ids[*]}"
     # Each creation also stored a notification.
     notification_ids[$role]="$(api GET /api/notifications "${token[$role]}" |
         json_get '" ".join(n["id"] for n in v["items"])')"
@@ -191,6 +205,12 @@ values = $(toml_list "${platform_id[$role]}")
 [dictionaries.earning]
 values = $(toml_list ${earning_ids[$role]})
 
+[dictionaries.expense]
+values = $(toml_list ${expense_ids[$role]})
+
+[dictionaries.invoice]
+values = $(toml_list ${invoice_ids[$role]})
+
 [dictionaries.notification]
 values = $(toml_list ${notification_ids[$role]})
 
@@ -206,6 +226,8 @@ values = ["2024-02-29", "0000-01-01", "9999-12-31", "-001-01-01", "+001-01-01", 
 "body.platformId" = { dictionary = "platform", probability = 0.5 }
 "body.date" = { dictionary = "date", probability = 0.2 }
 "query.platformId" = { dictionary = "platform", probability = 0.5 }
+"body.issueDate" = { dictionary = "date", probability = 0.2 }
+"body.dueDate" = { dictionary = "date", probability = 0.2 }
 "body.userIds[*]" = { dictionary = "user", probability = 0.5 }
 "body.target.user" = { dictionary = "user", probability = 0.5 }
 "body.target.users[*]" = { dictionary = "user", probability = 0.5 }
@@ -213,6 +235,14 @@ values = ["2024-02-29", "0000-01-01", "9999-12-31", "-001-01-01", "+001-01-01", 
 [[operations]]
 include-path-regex = "^/api/earnings/"
 parameters = { "path.id" = { dictionary = "earning", probability = 0.5 } }
+
+[[operations]]
+include-path-regex = "^/api/expenses/"
+parameters = { "path.id" = { dictionary = "expense", probability = 0.5 } }
+
+[[operations]]
+include-path-regex = "^/api/invoices/"
+parameters = { "path.id" = { dictionary = "invoice", probability = 0.5 } }
 
 [[operations]]
 include-path = "/api/notifications/{id}/read"
