@@ -13,16 +13,18 @@ import * as api from './js/api.js';
 import { backoff, sleep } from './js/backoff.js';
 import * as bus from './js/bus.js';
 import * as ui from './js/ui.js';
-import { EVENT } from './js/events.js';
+import { EVENT, recordEvent } from './js/events.js';
 import { Store } from './js/state.js';
 import { Session } from './js/session.js';
 import { Stream } from './js/stream.js';
 import { initAuthView } from './js/auth-view.js';
 import { initEarningsView } from './js/earnings-view.js';
+import { initLedgerView } from './js/ledger-view.js';
 import { initNotificationsView } from './js/notifications-view.js';
 import { initAdminView } from './js/admin-view.js';
 
 const MAX_EARNING_PAGES = 100;
+const MAX_RECORD_PAGES = 100;
 const MAX_UNREAD_PAGES = 10;
 // 2 s, 4 s, 8 s... up to 30 s between attempts to load the state.
 const LOAD_RETRY = { firstMs: 2000, maxMs: 30_000, jitter: false };
@@ -39,6 +41,7 @@ let reloadRequested = false;
 ui.initShell();
 const authView = initAuthView({ onSignedIn: signedIn });
 const earningsView = initEarningsView({ store, toast: ui.toast });
+const ledgerView = initLedgerView({ store });
 const notificationsView = initNotificationsView({ store });
 const adminView = initAdminView({ store, toast: ui.toast });
 ui.onTabChange((tab) => adminView.setActive(tab === 'operator'));
@@ -68,6 +71,14 @@ function handleEvent(name, data, id) {
 }
 
 function applyEvent(name, data) {
+  const record = recordEvent(name);
+  if (record) {
+    const [kind, change] = record;
+    if (change === 'new') store.upsertRecord(kind, data);
+    else if (change === 'updated') store.patchRecord(kind, data ?? {});
+    else if (data?.id) store.removeRecord(kind, data.id);
+    return;
+  }
   switch (name) {
     case EVENT.PLATFORM_NEW:
       store.upsertPlatform(data);
@@ -113,6 +124,12 @@ async function allPages(fetchPage, firstCursor, maxPages) {
   return items;
 }
 
+/** Every expense or invoice (up to MAX_RECORD_PAGES pages of 100). */
+async function allRecords(records) {
+  const page = await records.page({ limit: 100 });
+  return [...page.items, ...(await allPages((c) => records.page({ limit: 100, cursor: c }), page.nextCursor, MAX_RECORD_PAGES))];
+}
+
 /** Every unread notification, however many pages (up to MAX_UNREAD_PAGES more). */
 async function loadUnread() {
   const unread = (c) => api.notifications.page({ unread: true, cursor: c });
@@ -134,14 +151,16 @@ async function load(gen) {
       // Earnings first: their cursor is the position everything is resumed
       // from, so the other lists must be read after it, never before.
       const first = await api.earnings.page({ limit: 100 });
-      const [platforms, more, unread] = await Promise.all([
+      const [platforms, more, expenses, invoices, unread] = await Promise.all([
         api.platforms.list(),
         allPages((c) => api.earnings.page({ limit: 100, cursor: c }), first.nextCursor, MAX_EARNING_PAGES),
+        allRecords(api.expenses),
+        allRecords(api.invoices),
         loadUnread(),
       ]);
       if (gen !== generation) return null;
       cursor = first.eventCursor;
-      store.replace({ platforms, earnings: [...first.items, ...more], unread });
+      store.replace({ platforms, earnings: [...first.items, ...more], expenses, invoices, unread });
       if (!reloadRequested) break;
     } catch (err) {
       if (gen !== generation || err.status === 401) return null;
@@ -208,6 +227,7 @@ function endSession(message) {
   pending = null;
   store.clear();
   earningsView.reset();
+  ledgerView.reset();
   notificationsView.reset();
   adminView.setActive(false);
   ui.showTab('earnings');

@@ -115,6 +115,23 @@ export const earnings = {
   remove: (id) => request('DELETE', `/api/earnings/${enc(id)}`).then(() => null),
 };
 
+/** Expenses and invoices: the same five routes as earnings. */
+function records(kind) {
+  return {
+    async page({ limit = 100, cursor } = {}) {
+      const { data } = await request('GET', `/api/${kind}${query({ limit, cursor })}`);
+      return { items: data?.items ?? [], nextCursor: data?.nextCursor ?? null };
+    },
+    create: (input) =>
+      request('POST', `/api/${kind}`, { body: input, headers: { 'Idempotency-Key': idempotencyKey() } }).then((r) => r.data),
+    update: (id, changes) => request('PATCH', `/api/${kind}/${enc(id)}`, { body: changes }).then((r) => r.data),
+    remove: (id) => request('DELETE', `/api/${kind}/${enc(id)}`).then(() => null),
+  };
+}
+
+export const expenses = records('expenses');
+export const invoices = records('invoices');
+
 export const notifications = {
   async page({ unread = false, cursor, limit } = {}) {
     const { data, res } = await request('GET', `/api/notifications${query({ unread: unread ? 'true' : null, cursor, limit })}`);

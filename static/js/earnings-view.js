@@ -25,7 +25,7 @@ export function initEarningsView({ store, toast }) {
 
   store.addEventListener('change', (ev) => {
     const what = ev.detail;
-    if (what === 'notifications' || what === 'user') return;
+    if (what === 'notifications' || what === 'user' || what === 'expenses' || what === 'invoices') return;
     if (what === 'all' || what === 'platforms') renderPlatforms(store, select);
     // Only flash what arrived after the first full render, not a reload.
     table.render(initialised && what !== 'all');

@@ -15,6 +15,12 @@ export const EVENT = Object.freeze({
   EARNING_NEW: 'earnings:new',
   EARNING_UPDATED: 'earnings:updated',
   EARNING_DELETED: 'earnings:deleted',
+  EXPENSE_NEW: 'expenses:new',
+  EXPENSE_UPDATED: 'expenses:updated',
+  EXPENSE_DELETED: 'expenses:deleted',
+  INVOICE_NEW: 'invoices:new',
+  INVOICE_UPDATED: 'invoices:updated',
+  INVOICE_DELETED: 'invoices:deleted',
   NOTIFICATION: 'notification',
   NOTIFICATION_READ: 'notification:read',
   /** What EventSource calls a frame without an `event:` line. */
@@ -23,3 +29,9 @@ export const EVENT = Object.freeze({
 
 /** Every name above, for registering stream listeners. */
 export const EVENT_NAMES = Object.freeze(Object.values(EVENT));
+
+/** `expenses:new` → ['expenses', 'new']: the record events the store applies alike. */
+export function recordEvent(name) {
+  const m = /^(expenses|invoices):(new|updated|deleted)$/.exec(name);
+  return m ? [m[1], m[2]] : null;
+}

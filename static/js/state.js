@@ -15,6 +15,8 @@ export class Store extends EventTarget {
   user = null;
   platforms = new Map();
   earnings = new Map();
+  /** Expenses and invoices by id, each applied by the same rules as earnings. */
+  records = { expenses: new Map(), invoices: new Map() };
   /** Every notification we know of, by id; `unread` holds the unread ones' ids. */
   notifications = new Map();
   unread = new Set();
@@ -32,6 +34,7 @@ export class Store extends EventTarget {
     this.user = null;
     this.platforms.clear();
     this.earnings.clear();
+    for (const map of Object.values(this.records)) map.clear();
     this.notifications.clear();
     this.unread.clear();
     this.historyCursor = undefined;
@@ -45,9 +48,11 @@ export class Store extends EventTarget {
   }
 
   /** Replaces everything after a (re)load; events buffered meanwhile are applied afterwards. */
-  replace({ platforms, earnings, unread }) {
+  replace({ platforms, earnings, expenses = [], invoices = [], unread }) {
+    const live = (items) => new Map(items.filter((r) => !this.#deleted.has(r.id)).map((r) => [r.id, r]));
     this.platforms = new Map(platforms.map((p) => [p.id, p]));
-    this.earnings = new Map(earnings.filter((e) => !this.#deleted.has(e.id)).map((e) => [e.id, e]));
+    this.earnings = live(earnings);
+    this.records = { expenses: live(expenses), invoices: live(invoices) };
     this.unread = new Set(unread.map((n) => n.id));
     for (const n of unread) this.notifications.set(n.id, n);
     // The history is reloaded lazily the next time the panel opens.
@@ -88,6 +93,59 @@ export class Store extends EventTarget {
   removeEarning(id) {
     this.#deleted.add(id);
     if (this.earnings.delete(id)) this.#changed('earnings');
+  }
+
+  /** A whole expense or invoice (`{kind}:new` or our own answer); as upsertEarning. */
+  upsertRecord(kind, r) {
+    const map = this.records[kind];
+    if (!map || !r?.id || this.#deleted.has(r.id)) return;
+    const current = map.get(r.id);
+    if (current && time(current.updatedAt) > time(r.updatedAt)) return;
+    map.set(r.id, r);
+    this.#changed(kind);
+  }
+
+  /** `{kind}:updated` = {id, changes, updatedAt}; as patchEarning. */
+  patchRecord(kind, { id, changes, updatedAt } = {}) {
+    const map = this.records[kind];
+    const current = map?.get(id);
+    if (!current || !changes) return;
+    if (updatedAt && time(current.updatedAt) >= time(updatedAt)) return;
+    map.set(id, { ...current, ...changes, updatedAt: updatedAt ?? current.updatedAt });
+    this.#changed(kind);
+  }
+
+  removeRecord(kind, id) {
+    this.#deleted.add(id);
+    if (this.records[kind]?.delete(id)) this.#changed(kind);
+  }
+
+  /** Newest first by the record's date (an invoice's issue date), as the API lists them. */
+  sortedRecords(kind) {
+    const day = (r) => r.date ?? r.issueDate ?? '';
+    return [...(this.records[kind]?.values() ?? [])].sort(
+      (a, b) => (day(a) < day(b) ? 1 : day(a) > day(b) ? -1 : time(b.createdAt) - time(a.createdAt)),
+    );
+  }
+
+  /**
+   * Per ISO week, newest first: earned (earnings by date), spent (expenses
+   * by date), net, and outstanding (sent invoices, by the week they are due).
+   */
+  ledgerWeeks() {
+    const weeks = new Map();
+    const add = (day, field, amount) => {
+      const w = isoWeek(day);
+      const row = weeks.get(w.key) ?? { ...w, earned: 0, spent: 0, outstanding: 0 };
+      row[field] += toCents(amount);
+      weeks.set(w.key, row);
+    };
+    for (const e of this.earnings.values()) add(e.date, 'earned', e.amount);
+    for (const x of this.records.expenses.values()) add(x.date, 'spent', x.amount);
+    for (const i of this.records.invoices.values()) if (i.status === 'sent') add(i.dueDate, 'outstanding', i.amount);
+    return [...weeks.values()]
+      .map((w) => ({ ...w, net: w.earned - w.spent }))
+      .sort((a, b) => (a.key < b.key ? 1 : -1));
   }
 
   /** Returns true when the notification is new to this tab (so it deserves a toast). */

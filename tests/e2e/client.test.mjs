@@ -217,6 +217,14 @@ async function expectText(locator, expected, { timeout = 15_000, what } = {}) {
   );
 }
 
+/**
+ * Presses a button from the keyboard, as a keyboard user would: the toasts
+ * stacked in the corner may cover it from the pointer.
+ */
+async function activate(locator) {
+  await locator.press('Enter');
+}
+
 function uncaught() {
   return pageLog.filter((l) => l.includes('UNCAUGHT'));
 }
@@ -330,6 +338,45 @@ step('marking the notification read in page A lowers the unread count in page B'
   await pageA.keyboard.press('Escape');
 });
 
+step('an expense and an invoice marked paid in page A appear in page B without reload', async () => {
+  await pageA.getByTestId('expense-amount').fill('30');
+  await pageA.getByTestId('expense-category').fill('software');
+  await pageA.getByTestId('expense-submit').click();
+  const expenseA = pageA.getByTestId('expense-row');
+  await eventually(async () => assert.equal(await expenseA.count(), 1), { what: 'one expense in page A' });
+  const expenseId = await expenseA.first().getAttribute('data-id');
+  await pageB.locator(`[data-testid="expense-row"][data-id="${expenseId}"]`).waitFor({ timeout: 15_000 });
+  // The earning and the expense are both dated today: one week, netted.
+  const thisWeek = pageB.getByTestId('ledger-week').first();
+  await expectText(thisWeek.getByTestId('week-earned'), '$100.00', { what: 'earned this week in page B' });
+  await expectText(thisWeek.getByTestId('week-spent'), '$30.00', { what: 'spent this week in page B' });
+  await expectText(thisWeek.getByTestId('week-net'), '$70.00', { what: 'net this week in page B' });
+
+  assert.equal(await pageA.getByTestId('invoice-number').inputValue(), 'INV-0001', 'the first number is prefilled');
+  await pageA.getByTestId('invoice-client').fill('Acme');
+  await pageA.getByTestId('invoice-amount').fill('1200');
+  await pageA.getByTestId('invoice-submit').click();
+  const invoiceA = pageA.getByTestId('invoice-row');
+  await eventually(async () => assert.equal(await invoiceA.count(), 1), { what: 'one invoice in page A' });
+  const invoiceId = await invoiceA.first().getAttribute('data-id');
+  const invoiceB = pageB.locator(`[data-testid="invoice-row"][data-id="${invoiceId}"]`);
+  await expectText(invoiceB.getByTestId('invoice-status'), 'draft', { what: 'a draft in page B' });
+
+  await activate(invoiceA.first().getByTestId('invoice-mark-sent'));
+  await expectText(invoiceB.getByTestId('invoice-status'), 'sent', { what: 'sent in page B' });
+  const outstanding = pageB.getByTestId('week-outstanding').filter({ hasText: '$1,200.00' });
+  await eventually(async () => assert.equal(await outstanding.count(), 1), { what: 'outstanding $1,200.00 in page B' });
+
+  await activate(pageA.locator(`[data-testid="invoice-row"][data-id="${invoiceId}"]`).getByTestId('invoice-mark-paid'));
+  await expectText(invoiceB.getByTestId('invoice-status'), 'paid', { what: 'paid in page B' });
+  const paidToast = pageB.getByTestId('toast').filter({ hasText: 'Invoice Paid' });
+  await paidToast.first().waitFor({ state: 'visible', timeout: 15_000 });
+  assert.match(await paidToast.first().textContent(), /INV-0001 paid: \$1,200\.00/);
+  await eventually(async () => assert.equal(await outstanding.count(), 0), { what: 'nothing outstanding once paid' });
+  assert.equal(await invoiceB.getByTestId('invoice-mark-paid').count(), 0, 'a paid invoice offers no further move');
+  assert.equal(await pageB.evaluate(() => window.__noReload === true), true, 'page B was not reloaded');
+});
+
 step('after a server restart page B goes live again and catches up', async () => {
   // Record every state the badge shows, to see the outage was noticed.
   await pageB.evaluate(() => {
@@ -386,7 +433,10 @@ step('no uncaught errors, and a screenshot of page A', async () => {
   mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
   await pageA.setViewportSize({ width: 1280, height: 800 });
   // A calm picture: no focus ring left from the bell, no half-played flash.
-  await pageA.evaluate(() => document.activeElement?.blur());
+  await pageA.evaluate(() => {
+    document.activeElement?.blur();
+    window.scrollTo(0, 0);
+  });
   await pageA.screenshot({ path: SCREENSHOT, animations: 'disabled' });
   assert.ok(existsSync(SCREENSHOT));
 });
