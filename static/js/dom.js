@@ -90,3 +90,24 @@ export async function busy(form, work) {
     form.removeAttribute('aria-busy');
   }
 }
+
+// How long a Delete button waits for its second, confirming click.
+const CONFIRM_MS = 4000;
+
+/**
+ * The first click on a Delete (or Void) button: it asks for a second one,
+ * for a while. Two clicks instead of a blocking confirm(): the page keeps
+ * updating meanwhile. Returns true when this click is the confirming one.
+ */
+export function confirmClick(button, label = button.textContent) {
+  if (button.dataset.confirm === 'true') return true;
+  button.dataset.confirm = 'true';
+  button.textContent = 'Confirm';
+  setTimeout(() => {
+    if (button.isConnected && button.dataset.confirm === 'true') {
+      button.dataset.confirm = 'false';
+      button.textContent = label;
+    }
+  }, CONFIRM_MS);
+  return false;
+}

@@ -5,11 +5,8 @@
 // throw away the row someone is editing and the focus with it.
 
 import * as api from './api.js';
-import { $, busy, colorDot, h, numberOrNull, showErrors } from './dom.js';
+import { $, busy, colorDot, confirmClick, h, numberOrNull, showErrors } from './dom.js';
 import { formatDay, hours, moneyOf } from './format.js';
-
-// How long a Delete button waits for its second, confirming click.
-const CONFIRM_MS = 4000;
 
 export class EarningsTable {
   #tbody;
@@ -92,11 +89,7 @@ export class EarningsTable {
   }
 
   #confirmDelete(id, button) {
-    // Two clicks instead of a blocking confirm(): the page keeps updating.
-    if (button.dataset.confirm !== 'true') {
-      askToConfirm(button);
-      return;
-    }
+    if (!confirmClick(button, 'Delete')) return;
     button.disabled = true;
     api.earnings
       .remove(id)
@@ -179,18 +172,6 @@ function flash(tr, cls) {
   // Restart the animation if the row flashes twice in a row.
   void tr.offsetWidth;
   tr.classList.add(cls);
-}
-
-/** The first click on Delete: the button asks for a second one, for a while. */
-function askToConfirm(button) {
-  button.dataset.confirm = 'true';
-  button.textContent = 'Confirm';
-  setTimeout(() => {
-    if (button.isConnected && button.dataset.confirm === 'true') {
-      button.dataset.confirm = 'false';
-      button.textContent = 'Delete';
-    }
-  }, CONFIRM_MS);
 }
 
 /** The inputs of a row being edited, filled with the earning's values. */

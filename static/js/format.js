@@ -36,6 +36,13 @@ export function today() {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
 }
 
+/** The day `n` days after a `YYYY-MM-DD` day (counted in UTC, so no DST shift). */
+export function addDays(day, n) {
+  const d = parseDay(day);
+  d.setUTCDate(d.getUTCDate() + n);
+  return d.toISOString().slice(0, 10);
+}
+
 /**
  * The ISO 8601 week of a day: weeks start on Monday and week 1 holds the
  * year's first Thursday, so Jan 1 may belong to the previous year's week 52/53.

@@ -203,6 +203,16 @@ function step(name, fn, timeout = 90_000) {
   });
 }
 
+/** The ISO 8601 week of a local day, `2026-W49`: the key the weekly table's rows carry. */
+function isoWeekKey(day) {
+  const date = new Date(Date.UTC(day.getFullYear(), day.getMonth(), day.getDate()));
+  const weekday = date.getUTCDay() || 7;
+  date.setUTCDate(date.getUTCDate() + 4 - weekday);
+  const year = date.getUTCFullYear();
+  const week = Math.ceil(((date - Date.UTC(year, 0, 1)) / 86_400_000 + 1) / 7);
+  return `${year}-W${String(week).padStart(2, '0')}`;
+}
+
 const connState = (page) => page.getByTestId('conn-state');
 const unreadCount = async (page) => Number((await page.getByTestId('unread-count').textContent()).trim());
 
@@ -339,18 +349,26 @@ step('marking the notification read in page A lowers the unread count in page B'
 });
 
 step('an expense and an invoice marked paid in page A appear in page B without reload', async () => {
+  const rowIn = (page, kind, id) => page.locator(`[data-testid="${kind}-row"][data-id="${id}"]`);
+  // The earning and the expense are both dated today: one ISO week, netted.
+  const thisWeek = (page) => page.locator(`[data-testid="ledger-week"][data-week="${isoWeekKey(new Date())}"]`);
+
+  await pageA.getByTestId('expense-platform').selectOption({ label: 'Upwork' });
   await pageA.getByTestId('expense-amount').fill('30');
   await pageA.getByTestId('expense-category').fill('software');
+  await pageA.getByTestId('expense-notes').fill('editor licence');
   await pageA.getByTestId('expense-submit').click();
   const expenseA = pageA.getByTestId('expense-row');
   await eventually(async () => assert.equal(await expenseA.count(), 1), { what: 'one expense in page A' });
   const expenseId = await expenseA.first().getAttribute('data-id');
-  await pageB.locator(`[data-testid="expense-row"][data-id="${expenseId}"]`).waitFor({ timeout: 15_000 });
-  // The earning and the expense are both dated today: one week, netted.
-  const thisWeek = pageB.getByTestId('ledger-week').first();
-  await expectText(thisWeek.getByTestId('week-earned'), '$100.00', { what: 'earned this week in page B' });
-  await expectText(thisWeek.getByTestId('week-spent'), '$30.00', { what: 'spent this week in page B' });
-  await expectText(thisWeek.getByTestId('week-net'), '$70.00', { what: 'net this week in page B' });
+  const expenseB = rowIn(pageB, 'expense', expenseId);
+  await expenseB.waitFor({ timeout: 15_000 });
+  await expectText(expenseB.getByTestId('expense-amount-cell'), '$30.00', { what: 'the expense amount in page B' });
+  await expectText(expenseB.getByTestId('expense-category-cell'), 'software');
+  await expectText(expenseB.getByTestId('expense-platform-cell'), 'Upwork', { what: 'the expense platform in page B' });
+  await expectText(thisWeek(pageB).getByTestId('week-earned'), '$100.00', { what: 'earned this week in page B' });
+  await expectText(thisWeek(pageB).getByTestId('week-spent'), '$30.00', { what: 'spent this week in page B' });
+  await expectText(thisWeek(pageB).getByTestId('week-net'), '$70.00', { what: 'net this week in page B' });
 
   assert.equal(await pageA.getByTestId('invoice-number').inputValue(), 'INV-0001', 'the first number is prefilled');
   await pageA.getByTestId('invoice-client').fill('Acme');
@@ -359,21 +377,60 @@ step('an expense and an invoice marked paid in page A appear in page B without r
   const invoiceA = pageA.getByTestId('invoice-row');
   await eventually(async () => assert.equal(await invoiceA.count(), 1), { what: 'one invoice in page A' });
   const invoiceId = await invoiceA.first().getAttribute('data-id');
-  const invoiceB = pageB.locator(`[data-testid="invoice-row"][data-id="${invoiceId}"]`);
+  const invoiceB = rowIn(pageB, 'invoice', invoiceId);
   await expectText(invoiceB.getByTestId('invoice-status'), 'draft', { what: 'a draft in page B' });
+  await expectText(invoiceB.getByTestId('invoice-number-cell'), 'INV-0001');
+  // Both forms move on to the next number, page B's from the event.
+  await eventually(async () => assert.equal(await pageA.getByTestId('invoice-number').inputValue(), 'INV-0002'), { what: 'INV-0002 next in page A' });
+  await eventually(async () => assert.equal(await pageB.getByTestId('invoice-number').inputValue(), 'INV-0002'), { what: 'INV-0002 next in page B' });
+  // A draft offers sent and void, never paid.
+  assert.equal(await invoiceB.getByTestId('invoice-mark-paid').count(), 0, 'a draft cannot be marked paid');
 
-  await activate(invoiceA.first().getByTestId('invoice-mark-sent'));
+  await activate(rowIn(pageA, 'invoice', invoiceId).getByTestId('invoice-mark-sent'));
   await expectText(invoiceB.getByTestId('invoice-status'), 'sent', { what: 'sent in page B' });
   const outstanding = pageB.getByTestId('week-outstanding').filter({ hasText: '$1,200.00' });
   await eventually(async () => assert.equal(await outstanding.count(), 1), { what: 'outstanding $1,200.00 in page B' });
 
-  await activate(pageA.locator(`[data-testid="invoice-row"][data-id="${invoiceId}"]`).getByTestId('invoice-mark-paid'));
+  await activate(rowIn(pageA, 'invoice', invoiceId).getByTestId('invoice-mark-paid'));
   await expectText(invoiceB.getByTestId('invoice-status'), 'paid', { what: 'paid in page B' });
   const paidToast = pageB.getByTestId('toast').filter({ hasText: 'Invoice Paid' });
   await paidToast.first().waitFor({ state: 'visible', timeout: 15_000 });
   assert.match(await paidToast.first().textContent(), /INV-0001 paid: \$1,200\.00/);
   await eventually(async () => assert.equal(await outstanding.count(), 0), { what: 'nothing outstanding once paid' });
-  assert.equal(await invoiceB.getByTestId('invoice-mark-paid').count(), 0, 'a paid invoice offers no further move');
+  assert.equal(await invoiceB.locator('[data-testid^="invoice-mark-"]').count(), 0, 'a paid invoice offers no further move');
+  // The expense still counts as spent this week, in both pages.
+  await expectText(thisWeek(pageA).getByTestId('week-spent'), '$30.00', { what: 'spent this week in page A' });
+  await expectText(thisWeek(pageB).getByTestId('week-spent'), '$30.00', { what: 'spent this week in page B, still' });
+  assert.equal(await pageB.evaluate(() => window.__noReload === true), true, 'page B was not reloaded');
+});
+
+step('an invoice voided and an expense deleted in page B go in page A too', async () => {
+  await pageA.getByTestId('invoice-client').fill('Globex');
+  await pageA.getByTestId('invoice-amount').fill('80');
+  await pageA.getByTestId('invoice-submit').click();
+  const second = pageB.getByTestId('invoice-row').filter({ has: pageB.getByTestId('invoice-number-cell').filter({ hasText: 'INV-0002' }) });
+  await second.waitFor({ timeout: 15_000 });
+  const secondId = await second.getAttribute('data-id');
+
+  // Void is final: the first press asks for a confirming second one.
+  const voidButton = second.getByTestId('invoice-mark-void');
+  await activate(voidButton);
+  await expectText(voidButton, 'Confirm');
+  await activate(voidButton);
+  const secondA = pageA.locator(`[data-testid="invoice-row"][data-id="${secondId}"]`);
+  await expectText(secondA.getByTestId('invoice-status'), 'void', { what: 'void in page A' });
+  assert.equal(await secondA.locator('[data-testid^="invoice-mark-"]').count(), 0, 'a void invoice offers no further move');
+
+  const expenseB = pageB.getByTestId('expense-row').first();
+  const expenseId = await expenseB.getAttribute('data-id');
+  const del = expenseB.getByTestId('expense-delete');
+  await activate(del);
+  await activate(del);
+  await pageA.locator(`[data-testid="expense-row"][data-id="${expenseId}"]`).waitFor({ state: 'detached', timeout: 15_000 });
+  const thisWeekA = pageA.locator(`[data-testid="ledger-week"][data-week="${isoWeekKey(new Date())}"]`);
+  await expectText(thisWeekA.getByTestId('week-spent'), '$0.00', { what: 'nothing spent this week in page A' });
+  await expectText(thisWeekA.getByTestId('week-net'), '$100.00', { what: 'net back to earned in page A' });
+  assert.equal(await pageA.getByTestId('expenses-empty').isVisible(), true, 'page A says there are no expenses');
   assert.equal(await pageB.evaluate(() => window.__noReload === true), true, 'page B was not reloaded');
 });
 
