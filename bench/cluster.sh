@@ -7,10 +7,13 @@
 #      server 1; deliveries/s and cross-server latency (servers 2 and 3)
 #   b  3 servers, 5,000 streams: admin events to single users at 500/s
 #      through server 1, only to users whose streams are on servers 2 and 3
-#   c  the write ceiling (one NOTIFY per committed event): 16 publishers
-#      sending back to back for 10 s, 1 server vs 3 servers; then the same
-#      with synchronous_commit=off on the bench database (diagnostic: shows
-#      how much of the ceiling is the WAL flush made under NOTIFY's lock)
+#   c  the write ceiling: first PostgreSQL's own, with pgbench running the
+#      same appends and commits as a published event (16 clients, 10 s),
+#      without and with a NOTIFY inside; then 16 publishers sending back to
+#      back for 10 s through 1 server vs 3 servers (events leave the commit
+#      path: NOTIFY is batched after commit on a connection of its own);
+#      then the same with synchronous_commit=off on the bench database
+#      (diagnostic: how much of the ceiling is the WAL flush)
 #   d  6 servers, 100,000 streams (about 16,700 per server and per bench
 #      process: both sides have 20,000 open files per process), one broadcast
 #      every 2 s (5 in all) published by one process through server 1; skipped
@@ -220,7 +223,31 @@ notify_run() { # label servers
     server_problems "$label"
 }
 
+# PostgreSQL alone, on the same tables: the append of one published event
+# (the stream's next sequence, the log row) and its commit, by 16 clients.
+pg_limit() { # label [notify]
+    local script="$BENCH_DIR/pgbench-$1.sql" notify=${2:-}
+    cat >"$script" <<SQL
+\\set u random(1, 2000)
+BEGIN;
+INSERT INTO streams (key, seq, low) VALUES ('pgbench:' || :u, 1, 0)
+    ON CONFLICT (key) DO UPDATE SET seq = streams.seq + 1 RETURNING seq \\gset
+INSERT INTO event_log (stream, seq, event, envelope, created_at)
+    VALUES ('pgbench:' || :u, :seq, 'bench', '{"event":"bench","timestamp":"2024-01-01T00:00:00.000Z","data":{"n":1}}', 0);
+${notify:+SELECT pg_notify('earntrack_pgbench', 'x');}
+COMMIT;
+SQL
+    local tps
+    tps=$(pgbench -h 127.0.0.1 -U postgres -n -c 16 -j 2 -T 10 -f "$script" "$DB" 2>/dev/null |
+        awk '/^tps/ {print int($3)}' | head -n1)
+    echo "pgbench $1: $tps commits/s (16 clients, 10 s)"
+    echo "{\"label\":\"pgbench-$1\",\"commits_per_s\":${tps:-0}}" >>"$RESULTS"
+}
+
 if run c; then
+    pg_limit plain
+    pg_limit notify-inside notify
+    "${PSQL[@]}" -d "$DB" -c "DELETE FROM event_log WHERE stream LIKE 'pgbench:%'; DELETE FROM streams WHERE key LIKE 'pgbench:%'"
     notify_run cluster-notify-1 1
     notify_run cluster-notify-3 3
     "${PSQL[@]}" -d test -c "ALTER DATABASE $DB SET synchronous_commit = off"

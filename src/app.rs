@@ -19,7 +19,7 @@ use crate::db::{random_hex, rooms, Backend, Db};
 use crate::http::{self, AppState, Shared};
 use crate::jobs::Jobs;
 use crate::net::Listener;
-use crate::push::broker::postgres::PostgresBroker;
+use crate::push::broker::postgres::{Bus, PostgresBroker};
 use crate::push::broker::{Broker, MemoryBroker};
 use crate::push::cursor::CursorCodec;
 use crate::push::{FeedContext, Hub, Presence, Publisher};
@@ -84,9 +84,11 @@ impl App {
         }
         drop(conn);
         // One delivery path either way: publisher -> broker -> hub(s).
-        let broker: Arc<dyn Broker> = match db.backend {
-            Backend::Sqlite => Arc::new(MemoryBroker::new(hub.clone())),
-            Backend::Postgres => Arc::new(PostgresBroker::new(hub.clone(), db.clone())),
+        let bus = (db.backend == Backend::Postgres)
+            .then(|| Bus::new(db.clone(), hub.clone(), config.test_silent_bus));
+        let broker: Arc<dyn Broker> = match &bus {
+            None => Arc::new(MemoryBroker::new(hub.clone())),
+            Some(bus) => Arc::new(PostgresBroker::new(bus.clone())),
         };
         let publisher = Publisher::new(db.clone(), broker);
         let feeds = Arc::new(FeedContext {
@@ -121,6 +123,7 @@ impl App {
             // A single server needs no listener; a cluster member is ready
             // only while it hears the others.
             cluster_up: Arc::new(AtomicBool::new(db_backend == Backend::Sqlite)),
+            bus,
         }));
         Ok(App {
             listener,

@@ -186,6 +186,17 @@ pub struct Config {
     #[arg(long, env = "EARNTRACK_OVERDUE_SWEEP_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub overdue_sweep_secs: u64,
 
+    /// Test failpoint: commit events but never announce them on the cluster
+    /// bus, as a server that dies right after its commits would (the other
+    /// servers must find them in the log). Never set it in production.
+    #[arg(
+        long,
+        env = "EARNTRACK_TEST_SILENT_BUS",
+        default_value_t = false,
+        hide = true
+    )]
+    pub test_silent_bus: bool,
+
     /// Connections in the database pool.
     #[arg(long, env = "EARNTRACK_DB_POOL", default_value_t = 8)]
     pub db_pool: u32,

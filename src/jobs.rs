@@ -1,4 +1,5 @@
-//! Background jobs: presence, the cluster listener, the heartbeat ticker,
+//! Background jobs: presence, the cluster listener, notifier and high-water
+//! check, the heartbeat ticker,
 //! the SQLite checkpointer, the retention pruner, the access watch and the
 //! overdue-invoice sweep. One token stops them
 //! all, and every handle is awaited on shutdown, so presence is withdrawn
@@ -29,12 +30,21 @@ impl Jobs {
     pub fn spawn(state: &AppState) -> Jobs {
         let stop = CancellationToken::new();
         let mut handles = vec![tokio::spawn(state.presence.clone().run(stop.clone()))];
-        if state.db.backend == Backend::Postgres {
+        if let Some(bus) = &state.bus {
+            let url = state.config.database_url.clone();
             handles.push(tokio::spawn(postgres::listen(
-                state.config.database_url.clone(),
-                state.db.clone(),
-                state.hub.clone(),
+                url.clone(),
+                bus.clone(),
                 state.cluster_up.clone(),
+                stop.clone(),
+            )));
+            handles.push(tokio::spawn(postgres::notifier(
+                url,
+                bus.clone(),
+                stop.clone(),
+            )));
+            handles.push(tokio::spawn(postgres::high_water(
+                bus.clone(),
                 stop.clone(),
             )));
         }

@@ -47,6 +47,23 @@ pub async fn append(
     Ok(Frame::new(key, seq, event.name.clone(), envelope))
 }
 
+/// The last sequence of every stream that logged an event stamped in
+/// `from..to` (ms): what the cluster's high-water check compares with what
+/// the bus announced.
+pub async fn high_water(
+    conn: &mut AnyConnection,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT stream, MAX(seq) FROM event_log WHERE created_at >= $1 AND created_at < $2 GROUP BY stream",
+    )
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch_all(conn)
+    .await
+}
+
 /// The name and envelope of event `seq` of `stream`, if it is still logged.
 pub async fn event(
     conn: &mut AnyConnection,

@@ -4,24 +4,42 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Any, Executor};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions};
+use sqlx::{Any, ConnectOptions, Executor};
 
-/// Committed events, one notification each.
+/// Committed events, many to a notification, sent after they commit.
 pub const EVENTS: &str = "earntrack_events";
 /// Control messages (force-disconnect, room membership).
 pub const CONTROL: &str = "earntrack_control";
 /// NOTIFY payloads must stay under 8000 bytes.
 pub const MAX_PAYLOAD: usize = 7900;
 
-/// `NOTIFY channel, payload`. Inside a transaction it is delivered at
-/// commit, and never when the transaction rolls back.
+/// `NOTIFY channel, payload` (control messages, after their change commits).
 pub async fn notify<'c, E>(conn: E, channel: &str, payload: &str) -> Result<(), sqlx::Error>
 where
     E: Executor<'c, Database = Any>,
 {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(channel)
+        .bind(payload)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The connection a server NOTIFYs committed events on, after their
+/// commit and outside any writer's transaction (its own, named, so operators
+/// and tests can find it).
+pub async fn notifier(url: &str, server_id: &str) -> Result<PgConnection, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    let options = options.application_name(&format!("earntrack-notifier-{server_id}"));
+    options.connect().await
+}
+
+/// One `NOTIFY` on the events channel, in a transaction of its own.
+pub async fn notify_events(conn: &mut PgConnection, payload: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(EVENTS)
         .bind(payload)
         .execute(conn)
         .await?;

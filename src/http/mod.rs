@@ -69,6 +69,8 @@ pub struct Shared {
     pub hash_slots: tokio::sync::Semaphore,
     /// False while a cluster member's LISTEN connection is down.
     pub cluster_up: Arc<std::sync::atomic::AtomicBool>,
+    /// A cluster member's side of the bus (PostgreSQL only).
+    pub bus: Option<Arc<crate::push::broker::postgres::Bus>>,
 }
 
 impl Deref for AppState {

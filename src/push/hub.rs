@@ -256,6 +256,28 @@ impl Hub {
         let _ = self.inner.all.send(signal);
     }
 
+    /// The feeds that follow `key` catch up from the log: an event of it was
+    /// committed that no bus message announced (its server died first).
+    pub fn resync_stream(&self, key: &StreamKey) {
+        match key {
+            StreamKey::User(user) => self.send_to(*user, Signal::Resync),
+            StreamKey::Broadcast => self.send_all(Signal::Resync),
+            StreamKey::Room(room) => {
+                let members: Vec<Uuid> = match self.inner.rooms.read() {
+                    Ok(rooms) => rooms.get(room).map(|m| m.iter().copied().collect()),
+                    Err(poisoned) => poisoned
+                        .into_inner()
+                        .get(room)
+                        .map(|m| m.iter().copied().collect()),
+                }
+                .unwrap_or_default();
+                for user in members {
+                    self.send_to(user, Signal::Resync);
+                }
+            }
+        }
+    }
+
     /// Every feed catches up from the log (after a gap in cluster delivery).
     pub fn resync_all(&self) {
         self.send_all(Signal::Resync);

@@ -5,15 +5,14 @@
 //! commit can neither fail nor block the request.
 //!
 //! The publisher owns the transaction from begin to commit, so one writer
-//! task can later run it as a unit; the SQL itself is in `db` (`event_log`,
-//! `notify`).
+//! task can later run it as a unit; the SQL itself is in `db::event_log`.
 
 use std::sync::Arc;
 
 use sqlx::{AnyConnection, Transaction};
 
 use super::broker::{Broker, Control};
-use crate::db::{event_log, notify, Db};
+use crate::db::{event_log, Db};
 use crate::domain::event::DomainEvent;
 use crate::domain::frame::Frame;
 use crate::domain::stream::StreamKey;
@@ -34,7 +33,6 @@ impl Publisher {
         Ok(WriteTx {
             tx: self.db.begin_write().await?,
             frames: Vec::new(),
-            broker: self.broker.clone(),
         })
     }
 
@@ -63,7 +61,6 @@ impl Publisher {
 pub struct WriteTx {
     tx: Transaction<'static, sqlx::Any>,
     frames: Vec<Arc<Frame>>,
-    broker: Arc<dyn Broker>,
 }
 
 impl WriteTx {
@@ -72,18 +69,15 @@ impl WriteTx {
     }
 
     /// Append `event` to stream `key` inside this transaction; its sequence.
-    /// A cluster broker also NOTIFYs other servers in the transaction, so
-    /// they hear of the event exactly when it commits (and never when it
-    /// rolls back).
+    /// Nothing else happens in the transaction: other servers hear of the
+    /// event from the broker after the commit (a rolled-back event is never
+    /// announced), and find it in the log if that hint is lost.
     pub async fn append(
         &mut self,
         key: StreamKey,
         event: &DomainEvent,
     ) -> Result<i64, sqlx::Error> {
         let frame = event_log::append(&mut self.tx, key, event).await?;
-        if let Some(payload) = self.broker.notification(&frame) {
-            notify::notify(&mut *self.tx, notify::EVENTS, &payload).await?;
-        }
         let seq = frame.seq;
         self.frames.push(Arc::new(frame));
         Ok(seq)

@@ -21,8 +21,9 @@ impl TestDb {
         .expect("read pg_stat_activity")
     }
 
-    /// Terminate the backends of listener `application_name`; how many.
-    pub async fn terminate_listener(&self, application_name: &str) -> usize {
+    /// Terminate the backends named `application_name` (a listener or a
+    /// notifier); how many.
+    pub async fn terminate_connection(&self, application_name: &str) -> usize {
         let mut conn = self.observer().await;
         let killed: Vec<(bool,)> = sqlx::query_as(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \

@@ -32,7 +32,7 @@ async fn a_server_whose_listener_is_terminated_mid_burst_still_delivers_every_ev
     let mut writer = Writer::spawn(a.api(), user.clone(), platform, BURST);
 
     writer.reached(BURST / 4).await;
-    let terminated = cluster.db.terminate_listener(&b.listener).await;
+    let terminated = cluster.db.terminate_connection(&b.listener).await;
     let cut = Instant::now();
 
     assert_eq!(terminated, 1, "B's listener connection was terminated");

@@ -24,6 +24,7 @@ mod server;
 mod traffic;
 
 mod admin;
+mod bus;
 mod failover;
 mod fanout;
 mod ledger;

@@ -31,11 +31,6 @@ pub trait Broker: Send + Sync + 'static {
     fn publish(&self, frames: &[Arc<Frame>]);
     /// Deliver a control message to every server. Never blocks.
     fn control(&self, message: Control);
-    /// What to NOTIFY other servers of `frame` inside the transaction that
-    /// appends it (`Publisher` sends it); `None` when there are none to tell.
-    fn notification(&self, _frame: &Frame) -> Option<String> {
-        None
-    }
 }
 
 /// Apply a control message to a hub (every broker ends here).

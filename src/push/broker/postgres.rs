@@ -1,9 +1,19 @@
 //! The cluster broker: PostgreSQL LISTEN/NOTIFY, no other moving part.
+//! The event log is the truth; a bus message is a hint.
 //!
-//! - Each event is NOTIFYed inside the transaction that appends it to the log
-//!   (`Broker::notification`, sent by the `Publisher`), so other servers hear of it at commit and never of a
-//!   rolled-back change. The publishing server delivers it locally at once
-//!   and skips its own notifications.
+//! - A write transaction only appends to the log. After it commits, the
+//!   publishing server delivers its events locally at once and queues them
+//!   for the notifier, which NOTIFYs them on a connection of its own, many
+//!   to a message (whatever queued while the previous NOTIFY was on its
+//!   way): no writer ever holds PostgreSQL's instance-wide NOTIFY lock, so
+//!   writers on every server commit side by side.
+//! - A hint that is lost, late, repeated or out of order costs latency, never
+//!   an event: a feed that sees a hole in a stream's sequence reads the log
+//!   (`Feed`), and one that sees a sequence again skips it.
+//! - A server that dies between a commit and its NOTIFY: every server reads
+//!   the log's high-water marks of the last moments every `CHECK_EVERY`
+//!   and sends the feeds of any stream it has not heard up to date to the
+//!   log. The bound is `GRACE + CHECK_EVERY` (under a second).
 //! - A payload that would pass NOTIFY's 8000-byte limit carries only the
 //!   (stream, seq) of the event; the listener reads the rest from the log.
 //! - The listener reconnects with backoff when its connection drops. While
@@ -13,15 +23,17 @@
 //! - Control messages (force-disconnect, room membership) travel on a second
 //!   channel, sent after their change commits.
 //!
-//! The statements and the listening connection are in `db::notify`; this
-//! module says what the payloads mean.
+//! The statements and the connections are in `db::notify`; this module says
+//! what the payloads mean.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{apply, Broker, Control};
@@ -29,12 +41,11 @@ use crate::db::notify::{self, CONTROL, MAX_PAYLOAD};
 use crate::db::{event_log, Db};
 use crate::domain::frame::Frame;
 use crate::domain::stream::StreamKey;
+use crate::domain::time::now_ms;
 use crate::push::hub::Hub;
 
 #[derive(Serialize, Deserialize)]
 struct EventNote<'a> {
-    /// Origin server.
-    o: &'a str,
     /// Log stream and sequence.
     k: String,
     s: i64,
@@ -47,6 +58,15 @@ struct EventNote<'a> {
     e: Option<Cow<'a, str>>,
 }
 
+/// One NOTIFY: the events a server committed since its previous one.
+#[derive(Serialize, Deserialize)]
+struct Batch<'a> {
+    /// Origin server.
+    o: &'a str,
+    #[serde(borrow)]
+    f: Vec<EventNote<'a>>,
+}
+
 /// A control message and the server that sent it (to skip its own).
 #[derive(Serialize, Deserialize)]
 struct ControlNote {
@@ -54,33 +74,92 @@ struct ControlNote {
     m: Control,
 }
 
-pub struct PostgresBroker {
-    hub: Hub,
+/// How often every server compares the log's high-water marks with what
+/// it heard, and how old an event must be before its hint counts as lost
+/// (a NOTIFY takes about a millisecond; a commit may land a little after
+/// its events were stamped).
+pub const CHECK_EVERY: Duration = Duration::from_millis(500);
+const GRACE_MS: i64 = 300;
+/// How far back each check looks (a check may run late on a busy box).
+const LOOK_BACK_MS: i64 = 5_000;
+/// Frames waiting for the notifier; past this a hint is dropped (counted),
+/// and the high-water check finds its event instead.
+const OUTBOX: usize = 65_536;
+
+/// This server's side of the bus: the frames waiting to be NOTIFYed, and
+/// the last sequence heard of each recently active stream.
+pub struct Bus {
     db: Db,
+    hub: Hub,
+    outbox: mpsc::Sender<Arc<Frame>>,
+    outbox_rx: Mutex<Option<mpsc::Receiver<Arc<Frame>>>>,
+    /// stream -> (last sequence heard, when, ms)
+    heard: Mutex<HashMap<StreamKey, (i64, i64)>>,
+    /// Test failpoint: commit without ever publishing a hint, as a server
+    /// that dies right after its commits would.
+    silent: bool,
+}
+
+impl Bus {
+    pub fn new(db: Db, hub: Hub, silent: bool) -> Arc<Bus> {
+        let (outbox, rx) = mpsc::channel(OUTBOX);
+        Arc::new(Bus {
+            db,
+            hub,
+            outbox,
+            outbox_rx: Mutex::new(Some(rx)),
+            heard: Mutex::new(HashMap::new()),
+            silent,
+        })
+    }
+
+    fn heard(&self, frame: &Frame) {
+        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = heard.entry(frame.key.clone()).or_insert((0, 0));
+        if frame.seq > entry.0 {
+            *entry = (frame.seq, now_ms());
+        }
+    }
+
+    /// Deliver `frame` to this server's feeds, and remember it was heard.
+    fn dispatch(&self, frame: Arc<Frame>) {
+        self.heard(&frame);
+        self.hub.dispatch(frame);
+    }
+}
+
+pub struct PostgresBroker {
+    bus: Arc<Bus>,
 }
 
 impl PostgresBroker {
-    pub fn new(hub: Hub, db: Db) -> Self {
-        PostgresBroker { hub, db }
+    pub fn new(bus: Arc<Bus>) -> Self {
+        PostgresBroker { bus }
     }
 }
 
 impl Broker for PostgresBroker {
     fn publish(&self, frames: &[Arc<Frame>]) {
-        // Other servers were notified by the transaction itself.
         for frame in frames {
-            self.hub.dispatch(frame.clone());
+            self.bus.dispatch(frame.clone());
+            if self.bus.silent {
+                continue;
+            }
+            if self.bus.outbox.try_send(frame.clone()).is_err() {
+                metrics::counter!("earntrack_bus_hints_dropped_total").increment(1);
+            }
         }
     }
 
     fn control(&self, message: Control) {
-        apply(&self.hub, &message);
+        let db = &self.bus.db;
+        apply(&self.bus.hub, &message);
         let note = ControlNote {
-            o: self.db.server_id.to_string(),
+            o: db.server_id.to_string(),
             m: message,
         };
         let payload = serde_json::to_string(&note).expect("serializable");
-        let pool = self.db.writer().clone();
+        let pool = db.writer().clone();
         // Never block the request on the notification; a failure is logged
         // (membership is in the database and reaches streams on resume).
         tokio::spawn(async move {
@@ -89,35 +168,177 @@ impl Broker for PostgresBroker {
             }
         });
     }
+}
 
-    /// The whole event for other servers, or, when that would pass
-    /// NOTIFY's size limit, only where to read it in the log.
-    fn notification(&self, frame: &Frame) -> Option<String> {
-        let origin = &*self.db.server_id;
-        let full = EventNote {
-            o: origin,
-            k: frame.key.to_string(),
-            s: frame.seq,
-            n: Some(frame.name.as_str().into()),
-            e: Some(frame.envelope.as_str().into()),
-        };
-        let payload = serde_json::to_string(&full).expect("serializable");
-        if payload.len() <= MAX_PAYLOAD {
-            return Some(payload);
+/// `frame` as a note: the whole event, or, when that alone would pass
+/// NOTIFY's size limit, only where to read it in the log.
+fn note(frame: &Frame, room: usize) -> String {
+    let full = EventNote {
+        k: frame.key.to_string(),
+        s: frame.seq,
+        n: Some(frame.name.as_str().into()),
+        e: Some(frame.envelope.as_str().into()),
+    };
+    let text = serde_json::to_string(&full).expect("serializable");
+    if text.len() <= room {
+        return text;
+    }
+    let short = EventNote {
+        n: None,
+        e: None,
+        ..full
+    };
+    serde_json::to_string(&short).expect("serializable")
+}
+
+/// The payloads (`Batch`es) that carry `frames`, in order, each under
+/// NOTIFY's limit.
+fn payloads(origin: &str, frames: &[Arc<Frame>]) -> Vec<String> {
+    let head = format!(
+        "{{\"o\":{},\"f\":[",
+        serde_json::to_string(origin).expect("serializable")
+    );
+    let room = MAX_PAYLOAD - head.len() - 2;
+    let mut out = Vec::new();
+    let mut payload = head.clone();
+    for frame in frames {
+        let n = note(frame, room);
+        if payload.len() > head.len() && payload.len() + 1 + n.len() + 2 > MAX_PAYLOAD {
+            payload.push_str("]}");
+            out.push(std::mem::replace(&mut payload, head.clone()));
         }
-        let short = EventNote {
-            o: origin,
-            k: frame.key.to_string(),
-            s: frame.seq,
-            n: None,
-            e: None,
+        if payload.len() > head.len() {
+            payload.push(',');
+        }
+        payload.push_str(&n);
+    }
+    if payload.len() > head.len() {
+        payload.push_str("]}");
+        out.push(payload);
+    }
+    out
+}
+
+/// Frames taken from the outbox per round (each round is one or a few
+/// NOTIFYs).
+const ROUND: usize = 512;
+
+/// NOTIFY committed frames until `stop`, on a connection of its own,
+/// reconnecting with backoff. Whatever queued while the previous NOTIFY was
+/// on its way goes in the next: no waiting to fill a batch, so a quiet
+/// server's event leaves at once and a busy one's share a message.
+pub async fn notifier(url: String, bus: Arc<Bus>, stop: CancellationToken) {
+    let Some(mut rx) = bus
+        .outbox_rx
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    else {
+        return;
+    };
+    let origin = bus.db.server_id.to_string();
+    let mut conn = None;
+    let mut backoff = Duration::from_millis(100);
+    let mut frames = Vec::with_capacity(ROUND);
+    loop {
+        frames.clear();
+        let received = tokio::select! {
+            _ = stop.cancelled() => return,
+            n = rx.recv_many(&mut frames, ROUND) => n,
         };
-        Some(serde_json::to_string(&short).expect("serializable"))
+        if received == 0 {
+            return;
+        }
+        if conn.is_none() {
+            match notify::notifier(&url, &origin).await {
+                Ok(c) => {
+                    conn = Some(c);
+                    backoff = Duration::from_millis(100);
+                }
+                Err(err) => {
+                    // These hints are lost; the high-water check finds
+                    // their events on the other servers.
+                    tracing::warn!(error = %err, dropped = frames.len(), "the notifier cannot connect");
+                    metrics::counter!("earntrack_bus_hints_dropped_total")
+                        .increment(frames.len() as u64);
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        for payload in payloads(&origin, &frames) {
+            if let Err(err) = notify::notify_events(c, &payload).await {
+                tracing::warn!(error = %err, "the notifier lost its connection");
+                metrics::counter!("earntrack_bus_hints_dropped_total").increment(1);
+                conn = None;
+                break;
+            }
+        }
+        metrics::counter!("earntrack_bus_hints_sent_total").increment(frames.len() as u64);
+    }
+}
+
+/// Every `CHECK_EVERY`: streams whose log went further than this server
+/// heard (a hint lost with its server, or dropped) get their feeds sent to
+/// the log. Entries older than the look-back are forgotten, so the map
+/// holds only recently active streams.
+pub async fn high_water(bus: Arc<Bus>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = now_ms();
+        let marks = async {
+            let mut conn = bus.db.read.acquire().await?;
+            event_log::high_water(&mut conn, now - LOOK_BACK_MS, now - GRACE_MS).await
+        };
+        let marks = match marks.await {
+            Ok(marks) => marks,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading the log's high-water marks failed");
+                continue;
+            }
+        };
+        let mut behind = Vec::new();
+        {
+            let mut heard = bus.heard.lock().unwrap_or_else(|p| p.into_inner());
+            for (stream, seq) in marks {
+                let Some(key) = StreamKey::parse(&stream) else {
+                    continue;
+                };
+                let entry = heard.entry(key.clone()).or_insert((0, now));
+                if seq > entry.0 {
+                    *entry = (seq, now);
+                    behind.push(key);
+                }
+            }
+            heard.retain(|_, (_, at)| *at >= now - 2 * LOOK_BACK_MS);
+        }
+        for key in &behind {
+            bus.hub.resync_stream(key);
+        }
+        if !behind.is_empty() {
+            metrics::counter!("earntrack_bus_high_water_resyncs_total")
+                .increment(behind.len() as u64);
+            tracing::debug!(
+                streams = behind.len(),
+                "streams caught up from the log's high-water marks"
+            );
+        }
     }
 }
 
 /// Run the listener until `stop`. `up` tells readiness whether it listens.
-pub async fn listen(url: String, db: Db, hub: Hub, up: Arc<AtomicBool>, stop: CancellationToken) {
+pub async fn listen(url: String, bus: Arc<Bus>, up: Arc<AtomicBool>, stop: CancellationToken) {
+    let (db, hub) = (&bus.db, &bus.hub);
     let mut backoff = Duration::from_millis(100);
     loop {
         let connected = tokio::select! {
@@ -138,7 +359,7 @@ pub async fn listen(url: String, db: Db, hub: Hub, up: Arc<AtomicBool>, stop: Ca
                         r = listener.try_recv() => r,
                     };
                     match received {
-                        Ok(Some(note)) => handle(&db, &hub, note.channel(), note.payload()).await,
+                        Ok(Some(note)) => handle(&bus, note.channel(), note.payload()).await,
                         Ok(None) => break,
                         Err(err) => {
                             tracing::warn!(error = %err, "cluster listener failed");
@@ -161,7 +382,8 @@ pub async fn listen(url: String, db: Db, hub: Hub, up: Arc<AtomicBool>, stop: Ca
     }
 }
 
-async fn handle(db: &Db, hub: &Hub, channel: &str, payload: &str) {
+async fn handle(bus: &Bus, channel: &str, payload: &str) {
+    let (db, hub) = (&bus.db, &bus.hub);
     if channel == CONTROL {
         match serde_json::from_str::<ControlNote>(payload) {
             Ok(note) if note.o != *db.server_id => apply(hub, &note.m),
@@ -170,32 +392,34 @@ async fn handle(db: &Db, hub: &Hub, channel: &str, payload: &str) {
         }
         return;
     }
-    let note: EventNote = match serde_json::from_str(payload) {
-        Ok(note) => note,
+    let batch: Batch = match serde_json::from_str(payload) {
+        Ok(batch) => batch,
         Err(err) => return tracing::warn!(error = %err, "bad event notification"),
     };
-    if note.o == &*db.server_id {
+    if batch.o == &*db.server_id {
         return;
     }
-    let Some(key) = StreamKey::parse(&note.k) else {
-        return;
-    };
-    let frame = match (note.n, note.e) {
-        (Some(name), Some(envelope)) => {
-            Frame::new(key, note.s, name.into_owned(), envelope.into_owned())
-        }
-        // Too large for NOTIFY: read it from the log.
-        _ => match fetch(db, &note.k, note.s).await {
-            Ok(Some((name, envelope))) => Frame::new(key, note.s, name, envelope),
-            Ok(None) => return,
-            Err(err) => {
-                tracing::warn!(error = %err, "reading a large event failed; feeds will resync");
-                hub.resync_all();
-                return;
+    for note in batch.f {
+        let Some(key) = StreamKey::parse(&note.k) else {
+            continue;
+        };
+        let frame = match (note.n, note.e) {
+            (Some(name), Some(envelope)) => {
+                Frame::new(key, note.s, name.into_owned(), envelope.into_owned())
             }
-        },
-    };
-    hub.dispatch(Arc::new(frame));
+            // Too large for NOTIFY: read it from the log.
+            _ => match fetch(db, &note.k, note.s).await {
+                Ok(Some((name, envelope))) => Frame::new(key, note.s, name, envelope),
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reading a large event failed; feeds will resync");
+                    hub.resync_all();
+                    continue;
+                }
+            },
+        };
+        bus.dispatch(Arc::new(frame));
+    }
 }
 
 async fn fetch(db: &Db, stream: &str, seq: i64) -> Result<Option<(String, String)>, sqlx::Error> {
@@ -207,6 +431,45 @@ async fn fetch(db: &Db, stream: &str, seq: i64) -> Result<Option<(String, String
 mod tests {
     use super::*;
     use uuid::Uuid;
+
+    fn frame(seq: i64, size: usize) -> Arc<Frame> {
+        let envelope = format!(
+            "{{\"event\":\"x\",\"data\":\"{}\"}}",
+            "\\\"".repeat(size / 2)
+        );
+        Arc::new(Frame::new(
+            StreamKey::User(Uuid::nil()),
+            seq,
+            "x".into(),
+            envelope,
+        ))
+    }
+
+    #[test]
+    fn batches_stay_under_the_notify_limit_and_keep_every_event_in_order() {
+        // Quotes double when escaped: sizes are measured, not guessed.
+        let frames: Vec<_> = (1..=60)
+            .map(|i| frame(i, (i as usize * 97) % 3000))
+            .chain([frame(61, 20_000)])
+            .collect();
+        let payloads = payloads("server-a", &frames);
+        assert!(payloads.len() > 1);
+        let mut seqs = vec![];
+        for p in &payloads {
+            assert!(p.len() <= MAX_PAYLOAD, "{} bytes", p.len());
+            let batch: Batch = serde_json::from_str(p).unwrap();
+            assert_eq!(batch.o, "server-a");
+            for n in batch.f {
+                seqs.push(n.s);
+                if n.s == 61 {
+                    assert!(n.e.is_none(), "too large: only where to read it");
+                } else {
+                    assert!(n.e.is_some());
+                }
+            }
+        }
+        assert_eq!(seqs, (1..=61).collect::<Vec<_>>());
+    }
 
     #[test]
     fn control_notes_round_trip_with_numbers() {
