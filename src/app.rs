@@ -19,7 +19,7 @@ use crate::db::{random_hex, rooms, Backend, Db};
 use crate::http::{self, AppState, Shared};
 use crate::jobs::Jobs;
 use crate::net::Listener;
-use crate::push::broker::postgres::{Bus, PostgresBroker};
+use crate::push::broker::bus::{Bus, BusBroker, Transport};
 use crate::push::broker::{Broker, MemoryBroker};
 use crate::push::cursor::CursorCodec;
 use crate::push::{FeedContext, Hub, Presence, Publisher};
@@ -84,11 +84,27 @@ impl App {
         }
         drop(conn);
         // One delivery path either way: publisher -> broker -> hub(s).
-        let bus = (db.backend == Backend::Postgres)
-            .then(|| Bus::new(db.clone(), hub.clone(), config.test_silent_bus));
+        let bus = match db.backend {
+            Backend::Postgres => {
+                let transport = Transport::from_config(
+                    &config.database_url,
+                    config.bus_url.as_ref().map(|u| u.expose()),
+                )?;
+                Some(Bus::new(
+                    db.clone(),
+                    hub.clone(),
+                    transport,
+                    config.test_silent_bus,
+                ))
+            }
+            Backend::Sqlite if config.bus_url.is_some() => anyhow::bail!(
+                "EARNTRACK_BUS_URL needs a cluster: servers sharing a postgres:// DATABASE_URL"
+            ),
+            Backend::Sqlite => None,
+        };
         let broker: Arc<dyn Broker> = match &bus {
             None => Arc::new(MemoryBroker::new(hub.clone())),
-            Some(bus) => Arc::new(PostgresBroker::new(bus.clone())),
+            Some(bus) => Arc::new(BusBroker::new(bus.clone())),
         };
         let publisher = Publisher::new(db.clone(), broker);
         let feeds = Arc::new(FeedContext {

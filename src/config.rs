@@ -186,6 +186,13 @@ pub struct Config {
     #[arg(long, env = "EARNTRACK_OVERDUE_SWEEP_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub overdue_sweep_secs: u64,
 
+    /// The cluster bus: unset, servers tell each other about events with
+    /// PostgreSQL NOTIFY (after commit); `redis://host:6379` uses Redis
+    /// pub/sub instead. PostgreSQL stays the event log either way. (It may
+    /// hold a password: kept as a secret, never logged.)
+    #[arg(long, env = "EARNTRACK_BUS_URL")]
+    pub bus_url: Option<Secret>,
+
     /// Test failpoint: commit events but never announce them on the cluster
     /// bus, as a server that dies right after its commits would (the other
     /// servers must find them in the log). Never set it in production.

@@ -18,7 +18,7 @@ use crate::domain::record;
 use crate::domain::stream::StreamKey;
 use crate::domain::time::now_ms;
 use crate::http::AppState;
-use crate::push::broker::postgres;
+use crate::push::broker::bus;
 use crate::push::Hub;
 
 pub struct Jobs {
@@ -31,22 +31,13 @@ impl Jobs {
         let stop = CancellationToken::new();
         let mut handles = vec![tokio::spawn(state.presence.clone().run(stop.clone()))];
         if let Some(bus) = &state.bus {
-            let url = state.config.database_url.clone();
-            handles.push(tokio::spawn(postgres::listen(
-                url.clone(),
+            handles.push(tokio::spawn(bus::listen(
                 bus.clone(),
                 state.cluster_up.clone(),
                 stop.clone(),
             )));
-            handles.push(tokio::spawn(postgres::notifier(
-                url,
-                bus.clone(),
-                stop.clone(),
-            )));
-            handles.push(tokio::spawn(postgres::high_water(
-                bus.clone(),
-                stop.clone(),
-            )));
+            handles.push(tokio::spawn(bus::notifier(bus.clone(), stop.clone())));
+            handles.push(tokio::spawn(bus::high_water(bus.clone(), stop.clone())));
         }
         let every = state.config.heartbeat();
         handles.push(tokio::spawn(heartbeat(

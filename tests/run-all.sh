@@ -6,8 +6,10 @@
 #      real socket, a real SSE client)
 #   2. with POSTGRES_URL set: the cluster tests (several real server
 #      processes on one database; they skip, saying so, without it, and in
-#      CI, where CI is set, fail) and the same tests/api suite again on
-#      PostgreSQL (a fresh database per test)
+#      CI, where CI is set, fail) on the PostgreSQL bus and again on the
+#      Redis bus (REDIS_URL, default redis://127.0.0.1:6379/; skipped, saying
+#      so, when no Redis answers, except in CI), and the same tests/api
+#      suite again on PostgreSQL (a fresh database per test)
 #   3. schemathesis (in a venv) against /api/openapi.json of a live server
 #   4. the web client in headless Chromium (tests/e2e)
 set -euo pipefail
@@ -36,6 +38,19 @@ cargo test --all-targets -- --test-threads="$threads"
 if [[ -n "${POSTGRES_URL:-}" ]]; then
     echo "== tests/api on PostgreSQL"
     EARNTRACK_TEST_BACKEND=postgres cargo test --test api -- --test-threads="$threads"
+    redis_url="${REDIS_URL:-redis://127.0.0.1:6379/}"
+    redis_hostport="${redis_url#redis://}"
+    redis_hostport="${redis_hostport%%/*}"
+    redis_hostport="${redis_hostport##*@}"
+    if (exec 3<>"/dev/tcp/${redis_hostport%%:*}/${redis_hostport##*:}") 2>/dev/null; then
+        echo "== tests/cluster on the Redis bus ($redis_url)"
+        EARNTRACK_TEST_BUS=redis REDIS_URL="$redis_url" cargo test --test cluster -- --test-threads="$threads"
+    elif [[ -n "${CI:-}" && "${CI}" != false && "${CI}" != 0 ]]; then
+        echo "== no Redis at $redis_url in CI: the Redis bus suite cannot be skipped" >&2
+        exit 1
+    else
+        echo "== no Redis at $redis_url: skipping the cluster suite on the Redis bus"
+    fi
 else
     echo "== POSTGRES_URL unset: skipping the PostgreSQL and cluster suites"
 fi

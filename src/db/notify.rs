@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions};
-use sqlx::{Any, ConnectOptions, Executor};
+use sqlx::ConnectOptions;
 
 /// Committed events, many to a notification, sent after they commit.
 pub const EVENTS: &str = "earntrack_events";
@@ -13,19 +13,6 @@ pub const EVENTS: &str = "earntrack_events";
 pub const CONTROL: &str = "earntrack_control";
 /// NOTIFY payloads must stay under 8000 bytes.
 pub const MAX_PAYLOAD: usize = 7900;
-
-/// `NOTIFY channel, payload` (control messages, after their change commits).
-pub async fn notify<'c, E>(conn: E, channel: &str, payload: &str) -> Result<(), sqlx::Error>
-where
-    E: Executor<'c, Database = Any>,
-{
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(channel)
-        .bind(payload)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
 
 /// The connection a server NOTIFYs committed events on, after their
 /// commit and outside any writer's transaction (its own, named, so operators
@@ -36,10 +23,14 @@ pub async fn notifier(url: &str, server_id: &str) -> Result<PgConnection, sqlx::
     options.connect().await
 }
 
-/// One `NOTIFY` on the events channel, in a transaction of its own.
-pub async fn notify_events(conn: &mut PgConnection, payload: &str) -> Result<(), sqlx::Error> {
+/// One `NOTIFY` on `channel`, in a transaction of its own.
+pub async fn notify_on(
+    conn: &mut PgConnection,
+    channel: &str,
+    payload: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(EVENTS)
+        .bind(channel)
         .bind(payload)
         .execute(conn)
         .await?;

@@ -70,7 +70,7 @@ pub struct Shared {
     /// False while a cluster member's LISTEN connection is down.
     pub cluster_up: Arc<std::sync::atomic::AtomicBool>,
     /// A cluster member's side of the bus (PostgreSQL only).
-    pub bus: Option<Arc<crate::push::broker::postgres::Bus>>,
+    pub bus: Option<Arc<crate::push::broker::bus::Bus>>,
 }
 
 impl Deref for AppState {

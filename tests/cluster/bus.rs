@@ -1,11 +1,12 @@
 //! The bus is a hint, the log is the truth: events leave the commit path,
 //! and neither a hint that never leaves (its server died right after the
-//! commit) nor a notifier connection cut mid-burst costs an event.
+//! commit) nor a bus connection cut mid-burst costs an event, on either
+//! bus.
 
 use std::time::{Duration, Instant};
 
 use crate::kit::report;
-use crate::server::Cluster;
+use crate::server::{bus_kind, redis_url, BusKind, Cluster};
 use crate::traffic::{assert_burst, Writer};
 
 const BURST: usize = 60;
@@ -43,8 +44,44 @@ async fn events_whose_hints_never_leave_reach_the_other_servers_within_a_second(
     ));
 }
 
+/// Cuts the bus connections of the cluster: on PostgreSQL, A's notifier;
+/// on Redis, every subscriber and publisher connection (`CLIENT KILL`; the
+/// Redis server is shared, so other clusters running now lose theirs too and
+/// recover the same way).
+async fn cut_the_bus(cluster: &Cluster) {
+    match bus_kind() {
+        BusKind::Postgres => {
+            let a = &cluster.servers[0];
+            let notifier = a
+                .listener
+                .replace("earntrack-listener-", "earntrack-notifier-");
+            let terminated = cluster.db.terminate_connection(&notifier).await;
+            assert_eq!(terminated, 1, "A's notifier connection was terminated");
+        }
+        BusKind::Redis => {
+            let client = redis::Client::open(redis_url()).expect("a Redis URL");
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("Redis is up");
+            for kind in ["pubsub", "normal"] {
+                let killed: i64 = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg(kind)
+                    .arg("SKIPME")
+                    .arg("yes")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("CLIENT KILL");
+                assert!(killed >= 1, "Redis {kind} connections were killed");
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_notifier_connection_terminated_mid_burst_loses_and_repeats_nothing() {
+async fn the_bus_connections_cut_mid_burst_lose_and_repeat_nothing() {
     let Some(cluster) = Cluster::start(2, &[]).await else {
         return;
     };
@@ -57,12 +94,7 @@ async fn a_notifier_connection_terminated_mid_burst_loses_and_repeats_nothing() 
     let mut writer = Writer::spawn(a.api(), user.clone(), platform, BURST);
 
     writer.reached(BURST / 4).await;
-    // The writing server's own connection for NOTIFY, found by its name.
-    let notifier = a
-        .listener
-        .replace("earntrack-listener-", "earntrack-notifier-");
-    let terminated = cluster.db.terminate_connection(&notifier).await;
-    assert_eq!(terminated, 1, "A's notifier connection was terminated");
+    cut_the_bus(&cluster).await;
 
     let mut events = Vec::new();
     for _ in 0..BURST * 2 {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::server::Cluster;
+use crate::server::{skip_unless_postgres_bus, Cluster};
 use crate::traffic::{assert_burst, eventually, Writer};
 
 const BURST: usize = 60;
@@ -14,6 +14,9 @@ const BURST: usize = 60;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_whose_listener_is_terminated_mid_burst_still_delivers_every_event_once_in_order()
 {
+    if skip_unless_postgres_bus() {
+        return;
+    }
     let Some(cluster) = Cluster::start(2, &[]).await else {
         return;
     };

@@ -7,6 +7,9 @@
 //! - Each is a `crate::kit::process::Process`: its output is captured and
 //!   printed when a test fails. Servers are killed (SIGKILL) when the
 //!   cluster goes; before the database, so they are not left retrying it.
+//! - The bus is PostgreSQL's unless `EARNTRACK_TEST_BUS=redis`, which runs
+//!   the same tests on Redis pub/sub (`REDIS_URL`, default
+//!   redis://127.0.0.1:6379/); `.ci/run` runs the suite both ways.
 //! - At most `PARALLEL` clusters run at once: every server holds a few
 //!   connections of a PostgreSQL with 100 in all, and tests that measure
 //!   latency should not fight over two CPUs with ten others.
@@ -266,7 +269,10 @@ impl Cluster {
             _slot: slot,
         };
         for name in ["A", "B", "C", "D"].into_iter().take(n) {
-            let process = Process::start(name, &server_env(&cluster.db.url, env)).await;
+            let env = server_env(&cluster.db.url, env);
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let process = Process::start(name, &env).await;
             cluster.servers.push(Server {
                 api: Api {
                     name,
@@ -277,6 +283,9 @@ impl Cluster {
                 process,
                 listener: String::new(),
             });
+            if bus_kind() != BusKind::Postgres {
+                continue;
+            }
             // Ready means its listener is connected: the one we do not know
             // yet is its own.
             let known: Vec<String> = cluster.servers.iter().map(|s| s.listener.clone()).collect();
@@ -315,15 +324,56 @@ impl Drop for Cluster {
 }
 
 /// What every server of a cluster runs with, then the test's `env`.
-fn server_env<'a>(database_url: &'a str, env: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut all = vec![
+/// The bus the cluster tests run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusKind {
+    Postgres,
+    Redis,
+}
+
+pub fn bus_kind() -> BusKind {
+    match std::env::var("EARNTRACK_TEST_BUS").as_deref() {
+        Ok("redis") => BusKind::Redis,
+        _ => BusKind::Postgres,
+    }
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379/".to_owned())
+}
+
+/// True (after saying so) when this test is about the PostgreSQL bus's own
+/// connections and the suite runs on another bus.
+pub fn skip_unless_postgres_bus() -> bool {
+    if bus_kind() == BusKind::Postgres {
+        return false;
+    }
+    crate::kit::report(&format!(
+        "skipped on the {:?} bus: this test cuts a PostgreSQL bus connection ({})",
+        bus_kind(),
+        crate::kit::test_name()
+    ));
+    true
+}
+
+fn server_env<'a>(database_url: &'a str, env: &[(&'a str, &'a str)]) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = vec![
         ("DATABASE_URL", database_url),
         ("JWT_SECRET", "cluster-secret-0123456789abcdefghijkl"),
         ("EARNTRACK_DB_POOL", "3"),
         ("EARNTRACK_RATE_LIMIT_PER_MIN", "0"),
         ("EARNTRACK_AUTH_PER_ADDR_PER_MIN", "0"),
         ("RUST_LOG", "info"),
-    ];
-    all.extend_from_slice(env);
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    if bus_kind() == BusKind::Redis {
+        all.push(("EARNTRACK_BUS_URL".into(), redis_url()));
+    }
+    all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     all
 }
