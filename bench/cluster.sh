@@ -5,7 +5,7 @@
 #
 #   a  3 servers, 10,000 streams: a burst of 20 broadcasts published through
 #      server 1; deliveries/s and cross-server latency (servers 2 and 3)
-#   b  3 servers, 5,000 streams: admin events to single users at 500/s
+#   b  3 servers, 5,000 streams: admin events to single users at 1,000/s
 #      through server 1, only to users whose streams are on servers 2 and 3
 #   c  the write ceiling: first PostgreSQL's own, with pgbench running the
 #      same appends and commits as a published event (16 clients, 10 s),
@@ -36,6 +36,10 @@ BENCH_PUBLISHER_KEY="$EARNTRACK_BENCH_PUBLISHER_KEY"
 BASE_PORT="${BENCH_BASE_PORT:-18190}"   # servers listen on BASE_PORT+1 ...
 USERS="${BENCH_USERS:-2000}"            # argon2: ~25 ms per registration
 ONLY="${1:-}"
+# The bus the servers use: EARNTRACK_BUS_URL=redis://… in the environment
+# puts them on Redis (labels say which).
+BUS=postgres
+[[ -n "${EARNTRACK_BUS_URL:-}" ]] && BUS=redis
 DB="earntrack_bench_$$"
 DB_URL="postgres://postgres@127.0.0.1:5432/$DB"
 PSQL=(psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -qAt)
@@ -187,8 +191,8 @@ fi
 
 if run b; then
     start_servers b 3
-    bench cluster-unicast-3x5k unicast --url "$(urls 3)" --server-pid "$(pids)" \
-        --streams 5000 --rate 500 --duration-s 10 --via admin-event --remote-only --max-runtime-s 600
+    bench "cluster-unicast-3x5k-$BUS" unicast --url "$(urls 3)" --server-pid "$(pids)" \
+        --streams 5000 --rate "${BENCH_B_RATE:-1000}" --duration-s 10 --via admin-event --remote-only --max-runtime-s 600
     server_problems b
 fi
 
@@ -248,11 +252,11 @@ if run c; then
     pg_limit plain
     pg_limit notify-inside notify
     "${PSQL[@]}" -d "$DB" -c "DELETE FROM event_log WHERE stream LIKE 'pgbench:%'; DELETE FROM streams WHERE key LIKE 'pgbench:%'"
-    notify_run cluster-notify-1 1
-    notify_run cluster-notify-3 3
+    notify_run "cluster-notify-1-$BUS" 1
+    notify_run "cluster-notify-3-$BUS" 3
     "${PSQL[@]}" -d test -c "ALTER DATABASE $DB SET synchronous_commit = off"
-    notify_run cluster-notify-1-async 1
-    notify_run cluster-notify-3-async 3
+    notify_run "cluster-notify-1-async-$BUS" 1
+    notify_run "cluster-notify-3-async-$BUS" 3
     "${PSQL[@]}" -d test -c "ALTER DATABASE $DB RESET synchronous_commit"
 fi
 
