@@ -18,8 +18,8 @@ use super::dto::{
 use super::extract::{AdminUser, Sender};
 use super::extract::{IdPath, JsonObject};
 use super::{no_content, AppState};
-use crate::db::users::{self, KnownUsers};
-use crate::db::{notifications, rooms};
+use crate::db::rooms;
+use crate::db::users;
 use crate::domain::event::{is_reserved_event_name, valid_event_name, DomainEvent};
 use crate::domain::input::Fields;
 use crate::domain::notification::NewNotification;
@@ -28,7 +28,7 @@ use crate::domain::time::now_ms;
 use crate::error::{ApiError, ApiResult};
 use crate::error::{AuthErrors, BodyErrors, ErrorBody};
 use crate::push::broker::Control;
-use crate::push::WriteTx;
+use crate::push::Write;
 
 const TARGETS: &str =
     "must be one of {\"user\":id}, {\"users\":[ids]}, {\"room\":name}, {\"all\":true}";
@@ -75,14 +75,10 @@ fn user_ids(v: &Value) -> Result<Vec<Uuid>, &'static str> {
 }
 
 /// Refuse ids of users that do not exist (422, naming the field).
-async fn check_users(
-    known: &KnownUsers,
-    tx: &mut WriteTx,
-    ids: &[Uuid],
-    field: &str,
-) -> ApiResult<()> {
+async fn check_users(app: &AppState, ids: &[Uuid], field: &str) -> ApiResult<()> {
+    let mut conn = app.db.read.acquire().await?;
     for id in ids {
-        if !known.exists(tx.conn(), *id).await? {
+        if !app.db.known_users.exists(&mut conn, *id).await? {
             return Err(ApiError::field(field, format!("unknown user {id}")));
         }
     }
@@ -141,29 +137,25 @@ pub async fn notify(
     };
 
     let notification = new.into_notification(now_ms());
-    let event = DomainEvent::notification(&notification);
-    let mut tx = app.publisher.begin().await?;
-    match &recipients {
-        Recipients::Everyone => {
-            notifications::insert(tx.conn(), None, &notification).await?;
-            tx.append(StreamKey::Broadcast, &event).await?;
-        }
+    let writes = match &recipients {
+        Recipients::Everyone => vec![Write::Notification(None, notification)],
         Recipients::Room(_) => unreachable!("notifications target users or everyone"),
         Recipients::Users(ids) => {
-            check_users(&app.db.known_users, &mut tx, ids, "userIds").await?;
-            for id in ids {
-                // Each user gets their own copy (own id, own read state).
-                let mine = crate::domain::notification::Notification {
-                    id: Uuid::new_v4(),
-                    ..notification.clone()
-                };
-                notifications::insert(tx.conn(), Some(*id), &mine).await?;
-                tx.append(StreamKey::User(*id), &DomainEvent::notification(&mine))
-                    .await?;
-            }
+            check_users(&app, ids, "userIds").await?;
+            // Each user gets their own copy (own id, own read state).
+            ids.iter()
+                .map(|id| {
+                    let mine = crate::domain::notification::Notification {
+                        id: Uuid::new_v4(),
+                        ..notification.clone()
+                    };
+                    Write::Notification(Some(*id), mine)
+                })
+                .collect()
         }
-    }
-    app.publisher.commit(tx).await?;
+    };
+    // Group-committed with other publishers' requests.
+    app.publisher.commit_writes(writes).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true })))
 }
 
@@ -212,23 +204,26 @@ pub async fn emit(
     };
 
     let event = DomainEvent::new(name, data);
-    let mut tx = app.publisher.begin().await?;
-    match target {
-        Recipients::Everyone => {
-            tx.append(StreamKey::Broadcast, &event).await?;
-        }
+    let writes = match target {
+        Recipients::Everyone => vec![Write::Append(StreamKey::Broadcast, event)],
         Recipients::Users(ids) => {
-            check_users(&app.db.known_users, &mut tx, &ids, "target").await?;
-            for id in ids {
-                tx.append(StreamKey::User(id), &event).await?;
-            }
+            check_users(&app, &ids, "target").await?;
+            ids.into_iter()
+                .map(|id| Write::Append(StreamKey::User(id), event.clone()))
+                .collect()
         }
         Recipients::Room(name) => {
+            // A room is made on its first event: that needs the write
+            // transaction itself.
+            let mut tx = app.publisher.begin().await?;
             let room = rooms::ensure(tx.conn(), &name).await?;
             tx.append(StreamKey::Room(room), &event).await?;
+            app.publisher.commit(tx).await?;
+            return Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true })));
         }
-    }
-    app.publisher.commit(tx).await?;
+    };
+    // Group-committed with other publishers' requests.
+    app.publisher.commit_writes(writes).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true })))
 }
 

@@ -8,12 +8,14 @@
 //! long-poll) writes anything.
 
 pub mod broker;
+pub mod committer;
 pub mod cursor;
 pub mod feed;
 pub mod hub;
 pub mod presence;
 pub mod publisher;
 
+pub use committer::Write;
 pub use feed::{Feed, FeedContext, Item, Opening, TopicFilter};
 pub use hub::{Hub, SubscribeError, SubscriberKind};
 pub use presence::Presence;

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use sqlx::{AnyConnection, Transaction};
 
 use super::broker::{Broker, Control};
-use crate::db::{event_log, Db};
+use super::committer::{Committer, Write};
+use crate::db::{event_log, Backend, Db};
 use crate::domain::event::DomainEvent;
 use crate::domain::frame::Frame;
 use crate::domain::stream::StreamKey;
@@ -21,11 +22,26 @@ use crate::domain::stream::StreamKey;
 pub struct Publisher {
     db: Db,
     broker: Arc<dyn Broker>,
+    committer: Committer,
 }
 
 impl Publisher {
+    /// Starts the group committers (`committer`): one on SQLite, four on
+    /// PostgreSQL.
     pub fn new(db: Db, broker: Arc<dyn Broker>) -> Self {
-        Publisher { db, broker }
+        let workers = if db.backend == Backend::Sqlite { 1 } else { 4 };
+        let committer = Committer::start(db.clone(), broker.clone(), workers);
+        Publisher {
+            db,
+            broker,
+            committer,
+        }
+    }
+
+    /// Commit writes that need nothing from their transaction but its
+    /// success, group-committed with other requests' (`committer`).
+    pub async fn commit_writes(&self, writes: Vec<Write>) -> Result<(), sqlx::Error> {
+        self.committer.commit(writes).await
     }
 
     /// Open a write transaction (on SQLite, wait for the single writer).
@@ -40,12 +56,7 @@ impl Publisher {
     pub async fn commit(&self, tx: WriteTx) -> Result<(), sqlx::Error> {
         let WriteTx { tx, frames, .. } = tx;
         tx.commit().await?;
-        if !frames.is_empty() {
-            for frame in &frames {
-                metrics::counter!("earntrack_events_published_total", "topic" => frame.topic.label()).increment(1);
-            }
-            self.broker.publish(&frames);
-        }
+        publish(self.broker.as_ref(), &frames);
         Ok(())
     }
 
@@ -53,6 +64,18 @@ impl Publisher {
     pub fn control(&self, message: Control) {
         self.broker.control(message);
     }
+}
+
+/// Hand committed `frames` to the broker, counted by topic.
+pub(super) fn publish(broker: &dyn Broker, frames: &[Arc<Frame>]) {
+    if frames.is_empty() {
+        return;
+    }
+    for frame in frames {
+        metrics::counter!("earntrack_events_published_total", "topic" => frame.topic.label())
+            .increment(1);
+    }
+    broker.publish(frames);
 }
 
 /// A write transaction that collects the events it appends to the log; they
