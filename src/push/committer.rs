@@ -133,3 +133,62 @@ async fn run<'a>(
     tx.commit().await?;
     Ok(frames)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::notification::NotificationType;
+    use crate::push::broker::MemoryBroker;
+    use crate::push::Hub;
+
+    fn notification(id: Uuid) -> Notification {
+        Notification {
+            id,
+            kind: NotificationType::Info,
+            title: "t".into(),
+            message: "m".into(),
+            timestamp: 0,
+            dismissible: true,
+            duration: None,
+            data: serde_json::Value::Null,
+        }
+    }
+
+    /// Requests queued together share a commit, and one that fails inside
+    /// the shared transaction (a notification id already stored) fails
+    /// alone: the others commit and are published.
+    #[tokio::test]
+    async fn a_failing_request_fails_alone_in_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = Db::connect(&url, 2).await.unwrap();
+        let hub = Hub::new(16, 16, false);
+        let committer = Committer::start(db.clone(), Arc::new(MemoryBroker::new(hub)), 1);
+        let taken = Uuid::new_v4();
+        committer
+            .commit(vec![Write::Notification(None, notification(taken))])
+            .await
+            .unwrap();
+
+        let results = futures_util::future::join_all((0..20).map(|i| {
+            let id = if i == 7 { taken } else { Uuid::new_v4() };
+            committer.commit(vec![
+                Write::Append(
+                    StreamKey::Broadcast,
+                    DomainEvent::new("x", serde_json::json!(i)),
+                ),
+                Write::Notification(None, notification(id)),
+            ])
+        }))
+        .await;
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r.is_ok(), i != 7, "request {i}: {r:?}");
+        }
+        let mut conn = db.read.acquire().await.unwrap();
+        let position = event_log::current_position(&mut conn, Uuid::nil())
+            .await
+            .unwrap();
+        // 1 + 19 notifications and 19 events on the broadcast stream.
+        assert_eq!(position.get(&StreamKey::Broadcast), Some(39));
+    }
+}
