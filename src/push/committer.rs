@@ -111,7 +111,7 @@ async fn work(db: Db, broker: Arc<dyn Broker>, rx: Arc<Mutex<mpsc::Receiver<Job>
 
 /// One transaction with every write of `batch`, committed; its frames in
 /// append order.
-async fn run<'a>(
+pub(super) async fn run<'a>(
     db: &Db,
     batch: impl Iterator<Item = &'a Vec<Write>>,
 ) -> Result<Vec<Arc<Frame>>, sqlx::Error> {

@@ -22,15 +22,18 @@ use crate::domain::stream::StreamKey;
 pub struct Publisher {
     db: Db,
     broker: Arc<dyn Broker>,
-    committer: Committer,
+    /// PostgreSQL only: there a commit waits for a WAL flush, which a batch
+    /// shares. SQLite's commits (WAL, synchronous=NORMAL) flush nothing, so
+    /// a hand-off to a committer task would only add its hop (publish p99
+    /// 0.9 -> 1.4 ms measured): writes go straight to the single writer.
+    committer: Option<Committer>,
 }
 
 impl Publisher {
-    /// Starts the group committers (`committer`): one on SQLite, four on
-    /// PostgreSQL.
+    /// Starts four group committers (`committer`) on PostgreSQL.
     pub fn new(db: Db, broker: Arc<dyn Broker>) -> Self {
-        let workers = if db.backend == Backend::Sqlite { 1 } else { 4 };
-        let committer = Committer::start(db.clone(), broker.clone(), workers);
+        let committer = (db.backend == Backend::Postgres)
+            .then(|| Committer::start(db.clone(), broker.clone(), 4));
         Publisher {
             db,
             broker,
@@ -39,9 +42,17 @@ impl Publisher {
     }
 
     /// Commit writes that need nothing from their transaction but its
-    /// success, group-committed with other requests' (`committer`).
+    /// success: group-committed with other requests' on PostgreSQL
+    /// (`committer`), in a transaction of their own on SQLite.
     pub async fn commit_writes(&self, writes: Vec<Write>) -> Result<(), sqlx::Error> {
-        self.committer.commit(writes).await
+        match &self.committer {
+            Some(committer) => committer.commit(writes).await,
+            None => {
+                let frames = super::committer::run(&self.db, std::iter::once(&writes)).await?;
+                publish(self.broker.as_ref(), &frames);
+                Ok(())
+            }
+        }
     }
 
     /// Open a write transaction (on SQLite, wait for the single writer).
