@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::expense::set;
 use super::input::FieldErrors;
 use super::input::{self, Fields, Patch};
-use super::record::{Change, Notice, Record};
+use super::record::{record_fields, Change, Notice, Record};
 use super::time::rfc3339;
 use super::Fixed2;
 
@@ -203,20 +203,10 @@ impl Record for Earning {
     type Patch = EarningPatch;
     type View = EarningView;
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
-    fn user_id(&self) -> Uuid {
-        self.user_id
-    }
+    record_fields!();
 
     fn sort_key(&self) -> (&str, i64) {
         (&self.date, self.created_at)
-    }
-
-    fn updated_at(&self) -> i64 {
-        self.updated_at
     }
 
     fn view(&self) -> EarningView {
@@ -276,10 +266,6 @@ impl Record for Earning {
         set(&mut new.amount, &p.amount);
         set(&mut new.notes, &p.notes);
         Ok(new)
-    }
-
-    fn touch(&mut self, now_ms: i64) {
-        self.updated_at = now_ms;
     }
 
     fn notice(&self, change: Change, _before: Option<&Earning>) -> Notice {

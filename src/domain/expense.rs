@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::earning::{Platform, NOTES_MAX};
 use super::input::{self, FieldErrors, Fields, Patch};
-use super::record::{Change, Notice, Record};
+use super::record::{record_fields, Change, Notice, Record};
 use super::time::rfc3339;
 use super::Fixed2;
 
@@ -74,20 +74,10 @@ impl Record for Expense {
     type Patch = ExpensePatch;
     type View = ExpenseView;
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
-    fn user_id(&self) -> Uuid {
-        self.user_id
-    }
+    record_fields!();
 
     fn sort_key(&self) -> (&str, i64) {
         (&self.date, self.created_at)
-    }
-
-    fn updated_at(&self) -> i64 {
-        self.updated_at
     }
 
     fn view(&self) -> ExpenseView {
@@ -177,10 +167,6 @@ impl Record for Expense {
         set(&mut new.platform_id, &p.platform_id);
         set(&mut new.notes, &p.notes);
         Ok(new)
-    }
-
-    fn touch(&mut self, now_ms: i64) {
-        self.updated_at = now_ms;
     }
 
     fn notice(&self, change: Change, _before: Option<&Expense>) -> Notice {

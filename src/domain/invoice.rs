@@ -12,7 +12,7 @@ use super::earning::{Platform, NOTES_MAX};
 use super::expense::{required, set};
 use super::input::{self, FieldErrors, Fields};
 use super::notification::NotificationType;
-use super::record::{Change, Notice, Record};
+use super::record::{record_fields, Change, Notice, Record};
 use super::time::rfc3339;
 use super::Fixed2;
 
@@ -163,20 +163,10 @@ impl Record for Invoice {
     type Patch = InvoicePatch;
     type View = InvoiceView;
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
-    fn user_id(&self) -> Uuid {
-        self.user_id
-    }
+    record_fields!();
 
     fn sort_key(&self) -> (&str, i64) {
         (&self.issue_date, self.created_at)
-    }
-
-    fn updated_at(&self) -> i64 {
-        self.updated_at
     }
 
     fn view(&self) -> InvoiceView {
@@ -336,10 +326,6 @@ impl Record for Invoice {
             new.overdue_notified_at = None;
         }
         Ok(new)
-    }
-
-    fn touch(&mut self, now_ms: i64) {
-        self.updated_at = now_ms;
     }
 
     fn notice(&self, change: Change, before: Option<&Invoice>) -> Notice {

@@ -96,6 +96,29 @@ pub trait Record: Clone + Send + Sync + Sized + 'static {
     }
 }
 
+/// The accessors every record type writes the same way, from its `id`,
+/// `user_id` and `updated_at` fields: `record_fields!();` in its `impl`.
+macro_rules! record_fields {
+    () => {
+        fn id(&self) -> Uuid {
+            self.id
+        }
+
+        fn user_id(&self) -> Uuid {
+            self.user_id
+        }
+
+        fn updated_at(&self) -> i64 {
+            self.updated_at
+        }
+
+        fn touch(&mut self, now_ms: i64) {
+            self.updated_at = now_ms;
+        }
+    };
+}
+pub(crate) use record_fields;
+
 /// The fields whose value differs, with their new value: the `changes` of
 /// `{KIND}:updated`. Identity and timestamps are not changes.
 pub fn changes<R: Record>(before: &R, after: &R) -> Map<String, Value> {
