@@ -131,14 +131,7 @@ pub async fn serve(
                 // under the caps (this one's future has room for hyper's
                 // connection as well), on the streams' runtime.
                 if let Ok(tcp) = tcp.into_std() {
-                    let run = stream.run(tcp, write_timeout);
-                    tracker.spawn_on(
-                        async move {
-                            run.await;
-                            drop(permit);
-                        },
-                        &runtime,
-                    );
+                    tracker.spawn_on(stream.run(tcp, write_timeout, permit), &runtime);
                 }
                 return;
             }

@@ -133,17 +133,21 @@ impl Accepted {
     /// Not an `async fn` around an `async` block: each would store its own
     /// copy of the session, and this future lives as long as the stream.
     /// The socket comes as a std one, so that it registers with the
-    /// runtime that runs the stream (see `serve::serve`).
+    /// runtime that runs the stream (see `serve::serve`). `held` (the
+    /// connection's place under the caps) is dropped when the stream ends:
+    /// passed in rather than held by a wrapping future, which would store
+    /// this one twice (measured: +1.1 KiB per idle stream).
     pub fn run(
         self,
         tcp: std::net::TcpStream,
         write_timeout: Duration,
+        held: impl Send + 'static,
     ) -> impl Future<Output = ()> {
         let span = self.session.span().clone();
-        self.serve(tcp, write_timeout).instrument(span)
+        self.serve(tcp, write_timeout, held).instrument(span)
     }
 
-    async fn serve(mut self, tcp: std::net::TcpStream, write_timeout: Duration) {
+    async fn serve(mut self, tcp: std::net::TcpStream, write_timeout: Duration, _held: impl Send) {
         let Ok(tcp) = TcpStream::from_std(tcp) else {
             return;
         };

@@ -99,6 +99,34 @@ async fn connections_over_the_per_address_cap_are_closed_at_once_and_counted() {
 }
 
 #[tokio::test]
+async fn a_lean_stream_holds_its_place_under_the_cap_while_it_lives_and_gives_it_back() {
+    // Three places from this address: the client's pooled connection (kept
+    // alive after registering) and two streams.
+    let app = spawn_app_with(|c| c.max_connections_per_ip = 3).await;
+    let user = app.user().await;
+    for round in 0..3 {
+        let mut a = app.stream(&user.token, "").await;
+        let mut b = app.stream(&user.token, "").await;
+        assert_eq!(
+            (a.status, b.status),
+            (StatusCode::OK, StatusCode::OK),
+            "round {round}"
+        );
+        a.expect("connected").await;
+        b.expect("connected").await;
+        // Full: a fourth connection is closed before anything is read.
+        let mut extra = TcpStream::connect(app.addr).await.unwrap();
+        assert!(
+            closed_within(&mut extra, Duration::from_secs(2)).await,
+            "round {round}"
+        );
+        // Both streams end; their places must come back for the next round.
+        drop((a, b));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
 async fn connections_over_the_total_cap_are_closed_at_once() {
     let app = spawn_app_with(|c| c.max_connections = 5).await;
     let _held = silent_sockets(&app, 5).await;
