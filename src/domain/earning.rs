@@ -6,9 +6,8 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::expense::set;
 use super::input::FieldErrors;
-use super::input::{self, Fields, Patch};
+use super::input::{self, set, Fields};
 use super::record::{record_fields, Change, Notice, Record};
 use super::time::rfc3339;
 use super::Fixed2;
@@ -163,31 +162,12 @@ pub struct EarningPatch {
 impl EarningPatch {
     pub fn parse(object: &Map<String, Value>) -> Result<Self, FieldErrors> {
         let mut f = Fields::new(object);
-        let mut patch = EarningPatch::default();
-        match f.patch("platformId", input::uuid) {
-            Patch::Set(id) => patch.platform_id = Some(id),
-            Patch::Null => f.error("platformId", "cannot be null"),
-            Patch::Absent => {}
-        }
-        match f.patch("date", input::date) {
-            Patch::Set(d) => patch.date = Some(d),
-            Patch::Null => f.error("date", "cannot be null"),
-            Patch::Absent => {}
-        }
-        match f.patch("amount", input::fixed2) {
-            Patch::Set(a) => patch.amount = Some(a),
-            Patch::Null => f.error("amount", "cannot be null"),
-            Patch::Absent => {}
-        }
-        patch.hours = match f.patch("hours", input::fixed2) {
-            Patch::Set(h) => Some(Some(h)),
-            Patch::Null => Some(None),
-            Patch::Absent => None,
-        };
-        patch.notes = match f.patch("notes", input::text(NOTES_MAX)) {
-            Patch::Set(n) => Some(Some(n)),
-            Patch::Null => Some(None),
-            Patch::Absent => None,
+        let patch = EarningPatch {
+            platform_id: f.settable("platformId", input::uuid),
+            date: f.settable("date", input::date),
+            amount: f.settable("amount", input::fixed2),
+            hours: f.patch("hours", input::fixed2).into_option(),
+            notes: f.patch("notes", input::text(NOTES_MAX)).into_option(),
         };
         f.finish()?;
         Ok(patch)
@@ -197,7 +177,6 @@ impl EarningPatch {
 impl Record for Earning {
     const KIND: &'static str = "earnings";
     const ID_KEY: &'static str = "earningId";
-    const DATE_FIELD: &'static str = "date";
     const FILTER: Option<&'static str> = Some("platformId");
     type New = NewEarning;
     type Patch = EarningPatch;

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::earning::{Platform, NOTES_MAX};
-use super::input::{self, FieldErrors, Fields, Patch};
+use super::input::{self, set, FieldErrors, Fields};
 use super::record::{record_fields, Change, Notice, Record};
 use super::time::rfc3339;
 use super::Fixed2;
@@ -68,7 +68,6 @@ pub struct ExpensePatch {
 impl Record for Expense {
     const KIND: &'static str = "expenses";
     const ID_KEY: &'static str = "expenseId";
-    const DATE_FIELD: &'static str = "date";
     const FILTER: Option<&'static str> = Some("category");
     type New = NewExpense;
     type Patch = ExpensePatch;
@@ -117,9 +116,9 @@ impl Record for Expense {
     fn parse_patch(body: &Map<String, Value>) -> Result<ExpensePatch, FieldErrors> {
         let mut f = Fields::new(body);
         let patch = ExpensePatch {
-            date: required(&mut f, "date", input::date),
-            amount: required(&mut f, "amount", input::fixed2),
-            category: required(&mut f, "category", input::text(CATEGORY_MAX)),
+            date: f.settable("date", input::date),
+            amount: f.settable("amount", input::fixed2),
+            category: f.settable("category", input::text(CATEGORY_MAX)),
             platform_id: f.patch("platformId", input::uuid).into_option(),
             notes: f.patch("notes", input::text(NOTES_MAX)).into_option(),
         };
@@ -182,29 +181,6 @@ impl Record for Expense {
                 Notice::success("Expense Deleted", format!("Expense {what} deleted"))
             }
         }
-    }
-}
-
-/// A PATCH field that may be set but not cleared: `null` is an error.
-pub(super) fn required<T>(
-    f: &mut Fields,
-    name: &str,
-    parse: impl FnOnce(&Value) -> Result<T, &'static str>,
-) -> Option<T> {
-    match f.patch(name, parse) {
-        Patch::Set(v) => Some(v),
-        Patch::Null => {
-            f.error(name, "cannot be null");
-            None
-        }
-        Patch::Absent => None,
-    }
-}
-
-/// Applies one PATCH field: `None` leaves the value as it is.
-pub(super) fn set<T: Clone>(field: &mut T, value: &Option<T>) {
-    if let Some(v) = value {
-        *field = v.clone();
     }
 }
 

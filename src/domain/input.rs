@@ -102,6 +102,23 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A field of a partial update that may be set but not cleared: `null`
+    /// is an error.
+    pub fn settable<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&Value) -> Result<T, &'static str>,
+    ) -> Option<T> {
+        match self.parse(name, parse) {
+            Patch::Set(v) => Some(v),
+            Patch::Null => {
+                self.error(name, "cannot be null");
+                None
+            }
+            Patch::Absent => None,
+        }
+    }
+
     /// A field of a partial update.
     pub fn patch<T>(
         &mut self,
@@ -117,6 +134,13 @@ impl<'a> Fields<'a> {
         } else {
             Err(self.errors)
         }
+    }
+}
+
+/// Applies one PATCH field: `None` leaves the value as it is.
+pub fn set<T: Clone>(field: &mut T, value: &Option<T>) {
+    if let Some(v) = value {
+        *field = v.clone();
     }
 }
 

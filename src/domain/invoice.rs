@@ -9,8 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::earning::{Platform, NOTES_MAX};
-use super::expense::{required, set};
-use super::input::{self, FieldErrors, Fields};
+use super::input::{self, set, FieldErrors, Fields};
 use super::notification::NotificationType;
 use super::record::{record_fields, Change, Notice, Record};
 use super::time::rfc3339;
@@ -157,7 +156,6 @@ fn due_after_issue(f: &mut Fields, issue: Option<&String>, due: Option<&String>)
 impl Record for Invoice {
     const KIND: &'static str = "invoices";
     const ID_KEY: &'static str = "invoiceId";
-    const DATE_FIELD: &'static str = "issueDate";
     const FILTER: Option<&'static str> = Some("status");
     type New = NewInvoice;
     type Patch = InvoicePatch;
@@ -222,13 +220,13 @@ impl Record for Invoice {
     fn parse_patch(body: &Map<String, Value>) -> Result<InvoicePatch, FieldErrors> {
         let mut f = Fields::new(body);
         let patch = InvoicePatch {
-            number: required(&mut f, "number", input::text(NUMBER_MAX)),
-            client: required(&mut f, "client", input::text(CLIENT_MAX)),
+            number: f.settable("number", input::text(NUMBER_MAX)),
+            client: f.settable("client", input::text(CLIENT_MAX)),
             platform_id: f.patch("platformId", input::uuid).into_option(),
-            issue_date: required(&mut f, "issueDate", input::date),
-            due_date: required(&mut f, "dueDate", input::date),
-            amount: required(&mut f, "amount", input::fixed2),
-            status: required(&mut f, "status", status),
+            issue_date: f.settable("issueDate", input::date),
+            due_date: f.settable("dueDate", input::date),
+            amount: f.settable("amount", input::fixed2),
+            status: f.settable("status", status),
             notes: f.patch("notes", input::text(NOTES_MAX)).into_option(),
         };
         f.finish()?;

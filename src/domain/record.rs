@@ -45,8 +45,6 @@ pub trait Record: Clone + Send + Sync + Sized + 'static {
     const KIND: &'static str;
     /// The key of the record's id in its notifications' `data`.
     const ID_KEY: &'static str;
-    /// The date lists are ordered and filtered by (`from`/`to`).
-    const DATE_FIELD: &'static str;
     /// The one filter of its own a list takes besides dates, if any.
     const FILTER: Option<&'static str>;
 

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::extract::{ApiQuery, AuthUser, IdPath, JsonObject};
@@ -94,10 +94,10 @@ async fn list<R: Table>(
     } else {
         None
     };
-    let body = json!({
-        "items": items.iter().map(R::to_json).collect::<Vec<_>>(),
-        "nextCursor": next,
-    });
+    let body = Page {
+        items: items.iter().map(R::view).collect(),
+        next_cursor: next,
+    };
     Ok(with_event_cursor(
         Json(body).into_response(),
         &app.feeds.codec.encode(me.id, &position),
@@ -108,12 +108,12 @@ async fn show<R: Table>(
     State(app): State<AppState>,
     me: AuthUser,
     IdPath(id): IdPath,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<R::View>> {
     let mut conn = app.db.read.acquire().await?;
     let record = records::get::<R>(&mut conn, me.id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(record.to_json()))
+    Ok(Json(record.view()))
 }
 
 async fn create<R: Table>(
@@ -160,7 +160,7 @@ async fn update<R: Table>(
     me: AuthUser,
     IdPath(id): IdPath,
     JsonObject(body): JsonObject,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<R::View>> {
     let patch = R::parse_patch(&body).map_err(ApiError::Validation)?;
     let mut tx = app.publisher.begin().await?;
     let old = records::get::<R>(tx.conn(), me.id, id)
@@ -173,13 +173,13 @@ async fn update<R: Table>(
         .map_err(ApiError::Validation)?;
     if record::changes(&old, &new).is_empty() {
         // Nothing changed: nothing written, nothing published.
-        return Ok(Json(old.to_json()));
+        return Ok(Json(old.view()));
     }
     new.touch(now.max(old.updated_at()));
     write(records::update(tx.conn(), &new).await)?;
     publish(&mut tx, Change::Updated, &new, Some(&old)).await?;
     app.publisher.commit(tx).await?;
-    Ok(Json(new.to_json()))
+    Ok(Json(new.view()))
 }
 
 async fn remove<R: Table>(
@@ -241,6 +241,14 @@ async fn publish<R: Record>(
     tx.append(owner, &DomainEvent::notification(&notification))
         .await?;
     Ok(())
+}
+
+/// A page of a list, serialized straight from the records' views.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Page<V> {
+    items: Vec<V>,
+    next_cursor: Option<String>,
 }
 
 pub fn with_event_cursor(mut response: Response, cursor: &str) -> Response {
