@@ -68,6 +68,7 @@ run fanout-burst   fanout  --streams 10000 --users 10000 --events 20
 run fanout-500ms   fanout  --streams 10000 --users 10000 --events 20 --interval-ms 500
 run unicast-admin  unicast --streams 5000  --users 5000  --rate 1000 --duration-s 10 --via admin-event
 run unicast-rest   unicast --streams 5000  --users 5000  --rate 1000 --duration-s 10 --via earnings
+run unicast-rest-5k unicast --streams 5000 --users 5000 --rate 5000 --duration-s 10 --via earnings
 run unicast-rest-gzip unicast --streams 5000 --users 5000 --rate 1000 --duration-s 10 --via earnings --gzip
 stop_server
 "$release/earntrack-bench" plot --input "$BENCH_DIR/results.jsonl" --output docs/bench.svg

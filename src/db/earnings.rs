@@ -1,9 +1,8 @@
 //! The earnings table; each row is read with its platform.
 
-use sqlx::any::AnyRow;
-use sqlx::Row;
+use uuid::Uuid;
 
-use super::records::{uuid, Cell, Table};
+use super::records::{Cell, Row, Table};
 use crate::domain::earning::{Earning, Platform};
 use crate::domain::Fixed2;
 
@@ -39,13 +38,13 @@ impl Table for Earning {
         ]
     }
 
-    fn from_row(r: &AnyRow) -> Result<Earning, sqlx::Error> {
+    fn from_row(r: &Row) -> Result<Earning, sqlx::Error> {
         let hours: Option<i64> = r.try_get(4)?;
         Ok(Earning {
-            id: uuid(r, 0)?,
-            user_id: uuid(r, 1)?,
+            id: r.try_get::<Uuid>(0)?,
+            user_id: r.try_get::<Uuid>(1)?,
             platform: Platform {
-                id: uuid(r, 2)?,
+                id: r.try_get::<Uuid>(2)?,
                 name: r.try_get(9)?,
                 color: r.try_get(10)?,
             },

@@ -15,6 +15,9 @@
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
+use super::exec::Exec;
+use crate::args;
+
 use crate::domain::event::DomainEvent;
 use crate::domain::frame::Frame;
 use crate::domain::stream::Position;
@@ -22,28 +25,26 @@ use crate::domain::stream::StreamKey;
 use crate::domain::time::{now_ms, rfc3339};
 
 pub async fn append(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     key: StreamKey,
     event: &DomainEvent,
 ) -> Result<Frame, sqlx::Error> {
     let stream = key.to_string();
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO streams (key, seq, low) VALUES ($1, 1, 0) \
-         ON CONFLICT (key) DO UPDATE SET seq = streams.seq + 1 RETURNING seq",
-    )
-    .bind(&stream)
-    .fetch_one(&mut *conn)
-    .await?;
+    let seq: i64 = conn
+        .fetch_one(
+            "INSERT INTO streams (key, seq, low) VALUES ($1, 1, 0) \
+             ON CONFLICT (key) DO UPDATE SET seq = streams.seq + 1 RETURNING seq",
+            args![&stream],
+        )
+        .await?
+        .try_get(0)?;
     let now = now_ms();
     let envelope = Frame::envelope(&event.name, &rfc3339(now), &event.data);
-    sqlx::query("INSERT INTO event_log (stream, seq, event, envelope, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(&stream)
-        .bind(seq)
-        .bind(&event.name)
-        .bind(&envelope)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    conn.execute(
+        "INSERT INTO event_log (stream, seq, event, envelope, created_at) VALUES ($1, $2, $3, $4, $5)",
+        args![stream, seq, event.name.as_str(), &envelope, now],
+    )
+    .await?;
     Ok(Frame::new(key, seq, event.name.clone(), envelope))
 }
 

@@ -1,9 +1,8 @@
 //! The expenses table.
 
-use sqlx::any::AnyRow;
-use sqlx::Row;
+use uuid::Uuid;
 
-use super::records::{uuid, uuid_opt, Cell, Table};
+use super::records::{Cell, Row, Table};
 use crate::domain::expense::Expense;
 use crate::domain::Fixed2;
 
@@ -37,14 +36,14 @@ impl Table for Expense {
         ]
     }
 
-    fn from_row(r: &AnyRow) -> Result<Expense, sqlx::Error> {
+    fn from_row(r: &Row) -> Result<Expense, sqlx::Error> {
         Ok(Expense {
-            id: uuid(r, 0)?,
-            user_id: uuid(r, 1)?,
+            id: r.try_get::<Uuid>(0)?,
+            user_id: r.try_get::<Uuid>(1)?,
             date: r.try_get(2)?,
             amount: Fixed2::from_hundredths(r.try_get(3)?),
             category: r.try_get(4)?,
-            platform_id: uuid_opt(r, 5)?,
+            platform_id: r.try_get::<Option<Uuid>>(5)?,
             notes: r.try_get(6)?,
             created_at: r.try_get(7)?,
             updated_at: r.try_get(8)?,

@@ -4,34 +4,36 @@
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
+use super::exec::Exec;
+use crate::args;
+
 pub async fn find(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     user: Uuid,
     key: &str,
 ) -> Result<Option<(i64, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, body FROM idempotency_keys WHERE user_id = $1 AND key = $2")
-        .bind(user.to_string())
-        .bind(key)
-        .fetch_optional(conn)
-        .await
+    let row = conn
+        .fetch_optional(
+            "SELECT status, body FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+            args![user, key],
+        )
+        .await?;
+    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
 }
 
 pub async fn store(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     user: Uuid,
     key: &str,
     status: i64,
     body: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO idempotency_keys (user_id, key, status, body, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(user.to_string())
-        .bind(key)
-        .bind(status)
-        .bind(body)
-        .bind(now)
-        .execute(conn)
-        .await?;
+    conn.execute(
+        "INSERT INTO idempotency_keys (user_id, key, status, body, created_at) VALUES ($1, $2, $3, $4, $5)",
+        args![user, key, status, body, now],
+    )
+    .await?;
     Ok(())
 }
 

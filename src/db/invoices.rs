@@ -1,10 +1,11 @@
 //! The invoices table, and the overdue sweep's claim on a warning.
 
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use super::records::{uuid, uuid_opt, Cell, Table};
+use super::exec::Exec;
+use super::records::{Cell, Row, Table};
+use crate::args;
 use crate::domain::invoice::{Invoice, Status};
 use crate::domain::Fixed2;
 
@@ -48,14 +49,14 @@ impl Table for Invoice {
         ]
     }
 
-    fn from_row(r: &AnyRow) -> Result<Invoice, sqlx::Error> {
+    fn from_row(r: &Row) -> Result<Invoice, sqlx::Error> {
         let status: String = r.try_get(8)?;
         Ok(Invoice {
-            id: uuid(r, 0)?,
-            user_id: uuid(r, 1)?,
+            id: r.try_get::<Uuid>(0)?,
+            user_id: r.try_get::<Uuid>(1)?,
             number: r.try_get(2)?,
             client: r.try_get(3)?,
-            platform_id: uuid_opt(r, 4)?,
+            platform_id: r.try_get::<Option<Uuid>>(4)?,
             issue_date: r.try_get(5)?,
             due_date: r.try_get(6)?,
             amount: Fixed2::from_hundredths(r.try_get(7)?),
@@ -96,19 +97,17 @@ pub async fn unwarned_overdue(
 /// many servers sweep at once (on PostgreSQL the row lock makes a second
 /// claim wait for the first to commit, then find the column set).
 pub async fn claim_overdue_warning(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     id: Uuid,
     today: &str,
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE invoices SET overdue_notified_at = $1 \
-         WHERE id = $2 AND overdue_notified_at IS NULL AND status IN ('draft', 'sent') AND due_date < $3",
-    )
-    .bind(now_ms)
-    .bind(id.to_string())
-    .bind(today)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let claimed = conn
+        .execute(
+            "UPDATE invoices SET overdue_notified_at = $1 \
+             WHERE id = $2 AND overdue_notified_at IS NULL AND status IN ('draft', 'sent') AND due_date < $3",
+            args![now_ms, id, today],
+        )
+        .await?;
+    Ok(claimed == 1)
 }

@@ -9,6 +9,7 @@
 
 pub mod earnings;
 pub mod event_log;
+pub mod exec;
 pub mod expenses;
 pub mod idempotency;
 pub mod invoices;
@@ -19,6 +20,7 @@ pub mod presence;
 pub mod records;
 pub mod rooms;
 pub mod users;
+pub mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,8 @@ pub struct Db {
     /// own events (it delivered them locally already).
     pub server_id: Arc<str>,
     pub known_users: Arc<users::KnownUsers>,
+    /// Where write transactions run as units (`writer.rs`).
+    pub writes: writer::Writer,
 }
 
 impl Db {
@@ -59,6 +63,10 @@ impl Db {
             Backend::Sqlite
         } else {
             anyhow::bail!("DATABASE_URL must start with sqlite: or postgres:");
+        };
+        let sqlite_file = match backend {
+            Backend::Sqlite => Some(sqlite_path(url)?),
+            Backend::Postgres => None,
         };
         let (read, write) = match backend {
             Backend::Sqlite => {
@@ -84,15 +92,22 @@ impl Db {
                 (pool.clone(), pool)
             }
         };
+        let writes = writer::Writer::postgres(write.clone());
         let mut db = Db {
             read,
             write,
+            writes,
             backend,
             log_id: Arc::from(""),
             server_id: Arc::from(uuid::Uuid::new_v4().simple().to_string()),
             known_users: Arc::default(),
         };
         db.migrate().await?;
+        if let Some(path) = sqlite_file {
+            // After the migrations: the writer's connection opens the file
+            // they created.
+            db.writes = writer::Writer::sqlite(path)?;
+        }
         db.log_id = Arc::from(db.meta_once("log_id", &random_hex(6)).await?);
         Ok(db)
     }
@@ -126,8 +141,15 @@ impl Db {
 
     /// A write transaction. Handlers get theirs from `push::Publisher`,
     /// which appends their events to the log and publishes them after commit.
+    ///
+    /// On SQLite `IMMEDIATE`: this connection and the writer thread's
+    /// (`writer.rs`) both write, and a deferred transaction that read
+    /// before the other committed could not write afterwards.
     pub async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
-        self.write.begin().await
+        match self.backend {
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.write.begin().await,
+        }
     }
 
     /// Copy the WAL into the database file without holding up the writer
@@ -193,6 +215,19 @@ fn sqlite_pool(size: u32) -> AnyPoolOptions {
                 Ok(())
             })
         })
+}
+
+/// The file of a `sqlite:` URL, for the writer's own connection.
+fn sqlite_path(url: &str) -> anyhow::Result<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.contains(":memory:") || url.contains("mode=memory") {
+        anyhow::bail!("DATABASE_URL: an in-memory SQLite database cannot be shared by the writer and the readers; name a file");
+    }
+    Ok(path.into())
 }
 
 /// `sqlite://file.db` creates the file on first run (`mode=rwc`).

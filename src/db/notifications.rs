@@ -5,28 +5,31 @@
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
+use super::exec::Exec;
+use crate::args;
 use crate::domain::notification::{Notification, NotificationType};
 
 /// Store `n` for `user`, or for everyone when `user` is `None`.
 pub async fn insert(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     user: Option<Uuid>,
     n: &Notification,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    conn.execute(
         "INSERT INTO notifications (id, user_id, type, title, message, duration, dismissible, data, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        args![
+            n.id,
+            user,
+            n.kind.as_str(),
+            &n.title,
+            &n.message,
+            n.duration,
+            n.dismissible,
+            n.data.to_string(),
+            n.timestamp,
+        ],
     )
-    .bind(n.id.to_string())
-    .bind(user.map(|u| u.to_string()))
-    .bind(n.kind.as_str())
-    .bind(&n.title)
-    .bind(&n.message)
-    .bind(n.duration)
-    .bind(i64::from(n.dismissible))
-    .bind(n.data.to_string())
-    .bind(n.timestamp)
-    .execute(conn)
     .await?;
     Ok(())
 }

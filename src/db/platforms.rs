@@ -3,6 +3,9 @@
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
+use super::exec::Exec;
+use crate::args;
+
 use crate::domain::earning::Platform;
 
 fn from_row((id, name, color): (String, String, String)) -> Platform {
@@ -25,17 +28,18 @@ pub async fn list(conn: &mut AnyConnection, user: Uuid) -> Result<Vec<Platform>,
 
 /// The platform if it exists and belongs to `user`.
 pub async fn get(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     user: Uuid,
     id: Uuid,
 ) -> Result<Option<Platform>, sqlx::Error> {
-    let row: Option<(String, String, String)> =
-        sqlx::query_as("SELECT id, name, color FROM platforms WHERE id = $1 AND user_id = $2")
-            .bind(id.to_string())
-            .bind(user.to_string())
-            .fetch_optional(conn)
-            .await?;
-    Ok(row.map(from_row))
+    let row = conn
+        .fetch_optional(
+            "SELECT id, name, color FROM platforms WHERE id = $1 AND user_id = $2",
+            args![id, user],
+        )
+        .await?;
+    row.map(|r| Ok(from_row((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))))
+        .transpose()
 }
 
 /// Insert; a name the user already has is a unique violation.

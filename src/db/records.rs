@@ -4,42 +4,12 @@
 //! follow. Every query is scoped to the owner: another user's row is never
 //! found, which the API answers with 404.
 
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, Row};
 use uuid::Uuid;
 
+use super::exec::Exec;
+pub use super::exec::{Cell, Row};
+use crate::args;
 use crate::domain::record::Record;
-
-/// One column value, in the two types the `Any` driver carries.
-pub enum Cell {
-    Text(Option<String>),
-    Int(Option<i64>),
-}
-
-impl From<String> for Cell {
-    fn from(s: String) -> Cell {
-        Cell::Text(Some(s))
-    }
-}
-
-impl From<Option<String>> for Cell {
-    fn from(s: Option<String>) -> Cell {
-        Cell::Text(s)
-    }
-}
-
-impl From<i64> for Cell {
-    fn from(i: i64) -> Cell {
-        Cell::Int(Some(i))
-    }
-}
-
-impl From<Option<i64>> for Cell {
-    fn from(i: Option<i64>) -> Cell {
-        Cell::Int(i)
-    }
-}
 
 pub trait Table: Record {
     const TABLE: &'static str;
@@ -57,31 +27,7 @@ pub trait Table: Record {
     const JOIN: &'static str = "";
 
     fn cells(&self) -> Vec<Cell>;
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error>;
-}
-
-fn bind_cells<'q>(
-    mut query: Query<'q, Any, AnyArguments<'q>>,
-    cells: Vec<Cell>,
-) -> Query<'q, Any, AnyArguments<'q>> {
-    for cell in cells {
-        query = match cell {
-            Cell::Text(t) => query.bind(t),
-            Cell::Int(i) => query.bind(i),
-        };
-    }
-    query
-}
-
-pub fn uuid(row: &AnyRow, index: usize) -> Result<Uuid, sqlx::Error> {
-    let text: String = row.try_get(index)?;
-    Uuid::parse_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
-
-pub fn uuid_opt(row: &AnyRow, index: usize) -> Result<Option<Uuid>, sqlx::Error> {
-    let text: Option<String> = row.try_get(index)?;
-    text.map(|t| Uuid::parse_str(&t).map_err(|e| sqlx::Error::Decode(Box::new(e))))
-        .transpose()
+    fn from_row(row: &Row) -> Result<Self, sqlx::Error>;
 }
 
 /// `SELECT r.a, r.b, …, joined… FROM table r JOIN …`
@@ -97,20 +43,16 @@ fn select<R: Table>() -> String {
 }
 
 pub async fn get<R: Table>(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     user: Uuid,
     id: Uuid,
 ) -> Result<Option<R>, sqlx::Error> {
     let sql = format!("{} WHERE r.id = $1 AND r.user_id = $2", select::<R>());
-    let row = sqlx::query(&sql)
-        .bind(id.to_string())
-        .bind(user.to_string())
-        .fetch_optional(conn)
-        .await?;
+    let row = conn.fetch_optional(&sql, args![id, user]).await?;
     row.as_ref().map(R::from_row).transpose()
 }
 
-pub async fn insert<R: Table>(conn: &mut AnyConnection, record: &R) -> Result<(), sqlx::Error> {
+pub async fn insert<R: Table>(conn: &mut dyn Exec, record: &R) -> Result<(), sqlx::Error> {
     let placeholders: Vec<_> = (1..=R::COLUMNS.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "INSERT INTO {} ({}) VALUES ({})",
@@ -118,14 +60,12 @@ pub async fn insert<R: Table>(conn: &mut AnyConnection, record: &R) -> Result<()
         R::COLUMNS.join(", "),
         placeholders.join(", ")
     );
-    bind_cells(sqlx::query(&sql), record.cells())
-        .execute(conn)
-        .await?;
+    conn.execute(&sql, record.cells()).await?;
     Ok(())
 }
 
 /// Writes every column but the two keys, which select the row.
-pub async fn update<R: Table>(conn: &mut AnyConnection, record: &R) -> Result<(), sqlx::Error> {
+pub async fn update<R: Table>(conn: &mut dyn Exec, record: &R) -> Result<(), sqlx::Error> {
     let sets: Vec<_> = R::COLUMNS
         .iter()
         .enumerate()
@@ -137,29 +77,21 @@ pub async fn update<R: Table>(conn: &mut AnyConnection, record: &R) -> Result<()
         R::TABLE,
         sets.join(", ")
     );
-    bind_cells(sqlx::query(&sql), record.cells())
-        .execute(conn)
-        .await?;
+    conn.execute(&sql, record.cells()).await?;
     Ok(())
 }
 
 /// Deletes and returns the record, or `None` when it is not the user's.
 pub async fn delete<R: Table>(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     user: Uuid,
     id: Uuid,
 ) -> Result<Option<R>, sqlx::Error> {
     let Some(record) = get::<R>(conn, user, id).await? else {
         return Ok(None);
     };
-    sqlx::query(&format!(
-        "DELETE FROM {} WHERE id = $1 AND user_id = $2",
-        R::TABLE
-    ))
-    .bind(id.to_string())
-    .bind(user.to_string())
-    .execute(conn)
-    .await?;
+    let sql = format!("DELETE FROM {} WHERE id = $1 AND user_id = $2", R::TABLE);
+    conn.execute(&sql, args![id, user]).await?;
     Ok(Some(record))
 }
 
@@ -177,7 +109,7 @@ pub struct ListQuery {
 
 /// Newest date first; ties by creation time, then id, so pages never overlap.
 pub async fn list<R: Table>(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     user: Uuid,
     q: &ListQuery,
 ) -> Result<Vec<R>, sqlx::Error> {
@@ -192,17 +124,17 @@ pub async fn list<R: Table>(
         select = select::<R>(),
     );
     let (after_date, after_created, after_id) = q.after.clone().unwrap_or_default();
-    let rows = sqlx::query(&sql)
-        .bind(user.to_string())
-        .bind(&q.from)
-        .bind(&q.to)
-        .bind(&q.filter)
-        .bind(i64::from(q.after.is_some()))
-        .bind(after_date)
-        .bind(after_created)
-        .bind(after_id)
-        .bind(q.limit)
-        .fetch_all(conn)
-        .await?;
+    let args = args![
+        user,
+        q.from.clone(),
+        q.to.clone(),
+        q.filter.clone(),
+        q.after.is_some(),
+        after_date,
+        after_created,
+        after_id,
+        q.limit,
+    ];
+    let rows = conn.fetch_all(&sql, args).await?;
     rows.iter().map(R::from_row).collect()
 }

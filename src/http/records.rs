@@ -26,7 +26,7 @@ use crate::domain::record::{self, Change, Record};
 use crate::domain::stream::StreamKey;
 use crate::domain::time::{now_ms, parse_date};
 use crate::error::{ApiError, ApiResult};
-use crate::push::WriteTx;
+use crate::push::Tx;
 
 pub const CURSOR_HEADER: HeaderName = HeaderName::from_static("earntrack-event-cursor");
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -79,7 +79,7 @@ async fn list<R: Table>(
     // One row more than the page tells whether another page exists.
     let page = query.limit;
     let mut items = records::list::<R>(
-        &mut tx,
+        &mut *tx,
         me.id,
         &ListQuery {
             limit: page + 1,
@@ -110,7 +110,7 @@ async fn show<R: Table>(
     IdPath(id): IdPath,
 ) -> ApiResult<Json<R::View>> {
     let mut conn = app.db.read.acquire().await?;
-    let record = records::get::<R>(&mut conn, me.id, id)
+    let record = records::get::<R>(&mut *conn, me.id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(Json(record.view()))
@@ -124,35 +124,77 @@ async fn create<R: Table>(
 ) -> ApiResult<Response> {
     let key = idempotency_key(&headers)?.map(|k| format!("{}:{k}", R::KIND));
     let new = R::parse_new(&body).map_err(ApiError::Validation)?;
-    let mut tx = app.publisher.begin().await?;
-    if let Some(key) = &key {
-        if let Some(stored) = idempotency::find(tx.conn(), me.id, key).await? {
-            return Ok(replayed(stored));
+    let user = me.id;
+    let stored_key = key.clone();
+    let created = app
+        .publisher
+        .write(move |tx| {
+            Box::pin(async move {
+                if let Some(key) = &key {
+                    if let Some(stored) = idempotency::find(tx.conn(), user, key).await? {
+                        return Ok(Created::Replayed(stored));
+                    }
+                }
+                let platform = own_platform(tx, user, R::new_platform(&new)).await?;
+                let now = now_ms();
+                let record = R::create(new, user, platform, now);
+                write(records::insert(tx.conn(), &record).await)?;
+                publish(tx, Change::Created, &record, None).await?;
+                let body = record.to_json();
+                if let Some(key) = &key {
+                    match idempotency::store(tx.conn(), user, key, 201, &body.to_string(), now)
+                        .await
+                    {
+                        // A concurrent retry with the same key won: this
+                        // unit rolls back, and answers as that one did.
+                        Err(err) if is_unique_violation(&err) => return Err(CreateFailed::Raced),
+                        other => other?,
+                    }
+                }
+                Ok(Created::New(record.id(), body))
+            })
+        })
+        .await;
+    match created {
+        Ok(Created::New(id, body)) => {
+            tracing::info!(kind = R::KIND, %id, "created");
+            Ok((StatusCode::CREATED, Json(body)).into_response())
         }
-    }
-    let platform = own_platform(&mut tx, me.id, R::new_platform(&new)).await?;
-    let now = now_ms();
-    let record = R::create(new, me.id, platform, now);
-    write(records::insert(tx.conn(), &record).await)?;
-    publish(&mut tx, Change::Created, &record, None).await?;
-    let body = record.to_json();
-    if let Some(key) = &key {
-        match idempotency::store(tx.conn(), me.id, key, 201, &body.to_string(), now).await {
-            // A concurrent retry with the same key won: answer as it did.
-            Err(err) if is_unique_violation(&err) => {
-                drop(tx);
-                let mut conn = app.db.read.acquire().await?;
-                let stored = idempotency::find(&mut conn, me.id, key)
-                    .await?
-                    .ok_or(ApiError::Conflict("retry".into()))?;
-                return Ok(replayed(stored));
-            }
-            other => other?,
+        Ok(Created::Replayed(stored)) => Ok(replayed(stored)),
+        Err(CreateFailed::Raced) => {
+            let key = stored_key.unwrap_or_default();
+            let mut conn = app.db.read.acquire().await?;
+            let stored = idempotency::find(&mut *conn, user, &key)
+                .await?
+                .ok_or(ApiError::Conflict("retry".into()))?;
+            Ok(replayed(stored))
         }
+        Err(CreateFailed::Api(err)) => Err(err),
     }
-    app.publisher.commit(tx).await?;
-    tracing::info!(kind = R::KIND, id = %record.id(), "created");
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+enum Created {
+    New(Uuid, Value),
+    /// The stored answer of an earlier request with the same key.
+    Replayed((i64, String)),
+}
+
+enum CreateFailed {
+    Api(ApiError),
+    /// Another request with the same `Idempotency-Key` committed first.
+    Raced,
+}
+
+impl From<ApiError> for CreateFailed {
+    fn from(err: ApiError) -> Self {
+        CreateFailed::Api(err)
+    }
+}
+
+impl From<sqlx::Error> for CreateFailed {
+    fn from(err: sqlx::Error) -> Self {
+        CreateFailed::Api(err.into())
+    }
 }
 
 async fn update<R: Table>(
@@ -162,24 +204,31 @@ async fn update<R: Table>(
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<R::View>> {
     let patch = R::parse_patch(&body).map_err(ApiError::Validation)?;
-    let mut tx = app.publisher.begin().await?;
-    let old = records::get::<R>(tx.conn(), me.id, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let platform = own_platform(&mut tx, me.id, R::patch_platform(&patch).flatten()).await?;
-    let now = now_ms();
-    let mut new = old
-        .patched(&patch, platform, now)
-        .map_err(ApiError::Validation)?;
-    if record::changes(&old, &new).is_empty() {
-        // Nothing changed: nothing written, nothing published.
-        return Ok(Json(old.view()));
-    }
-    new.touch(now.max(old.updated_at()));
-    write(records::update(tx.conn(), &new).await)?;
-    publish(&mut tx, Change::Updated, &new, Some(&old)).await?;
-    app.publisher.commit(tx).await?;
-    Ok(Json(new.view()))
+    let user = me.id;
+    let record = app
+        .publisher
+        .write(move |tx| {
+            Box::pin(async move {
+                let old = records::get::<R>(tx.conn(), user, id)
+                    .await?
+                    .ok_or(ApiError::NotFound)?;
+                let platform = own_platform(tx, user, R::patch_platform(&patch).flatten()).await?;
+                let now = now_ms();
+                let mut new = old
+                    .patched(&patch, platform, now)
+                    .map_err(ApiError::Validation)?;
+                if record::changes(&old, &new).is_empty() {
+                    // Nothing changed: nothing written, nothing published.
+                    return Ok::<_, ApiError>(old);
+                }
+                new.touch(now.max(old.updated_at()));
+                write(records::update(tx.conn(), &new).await)?;
+                publish(tx, Change::Updated, &new, Some(&old)).await?;
+                Ok(new)
+            })
+        })
+        .await?;
+    Ok(Json(record.view()))
 }
 
 async fn remove<R: Table>(
@@ -187,18 +236,24 @@ async fn remove<R: Table>(
     me: AuthUser,
     IdPath(id): IdPath,
 ) -> ApiResult<Response> {
-    let mut tx = app.publisher.begin().await?;
-    let record = records::delete::<R>(tx.conn(), me.id, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    publish(&mut tx, Change::Deleted, &record, None).await?;
-    app.publisher.commit(tx).await?;
+    let user = me.id;
+    app.publisher
+        .write(move |tx| {
+            Box::pin(async move {
+                let record = records::delete::<R>(tx.conn(), user, id)
+                    .await?
+                    .ok_or(ApiError::NotFound)?;
+                publish(tx, Change::Deleted, &record, None).await?;
+                Ok::<_, ApiError>(())
+            })
+        })
+        .await?;
     Ok(no_content())
 }
 
 /// The platform a body names, which must be one of the caller's.
 async fn own_platform(
-    tx: &mut WriteTx,
+    tx: &mut Tx<'_>,
     user: Uuid,
     id: Option<Uuid>,
 ) -> ApiResult<Option<Platform>> {
@@ -225,7 +280,7 @@ fn write(result: Result<(), sqlx::Error>) -> ApiResult<()> {
 /// The change event, then its notification (stored, so it shows in the
 /// notification list too), both in the owner's log stream.
 async fn publish<R: Record>(
-    tx: &mut WriteTx,
+    tx: &mut Tx<'_>,
     change: Change,
     record: &R,
     before: Option<&R>,

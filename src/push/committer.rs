@@ -13,6 +13,8 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
 use super::broker::Broker;
+use super::publisher::Tx;
+use crate::db::exec::Exec;
 use crate::db::{event_log, notifications, Db};
 use crate::domain::event::DomainEvent;
 use crate::domain::frame::Frame;
@@ -119,19 +121,32 @@ pub(super) async fn run<'a>(
     let mut frames = Vec::new();
     for writes in batch {
         for write in writes {
-            let frame = match write {
-                Write::Append(key, event) => event_log::append(&mut tx, key.clone(), event).await?,
-                Write::Notification(owner, n) => {
-                    notifications::insert(&mut tx, *owner, n).await?;
-                    let key = owner.map_or(StreamKey::Broadcast, StreamKey::User);
-                    event_log::append(&mut tx, key, &DomainEvent::notification(n)).await?
-                }
-            };
-            frames.push(Arc::new(frame));
+            frames.push(Arc::new(append(&mut *tx, write).await?));
         }
     }
     tx.commit().await?;
     Ok(frames)
+}
+
+/// `writes` in a unit of the writer (SQLite).
+pub(super) async fn apply(tx: &mut Tx<'_>, writes: Vec<Write>) -> Result<(), sqlx::Error> {
+    for write in &writes {
+        let frame = append(tx.conn(), write).await?;
+        tx.appended(frame);
+    }
+    Ok(())
+}
+
+/// One write: its rows, and the frame of the event it appended.
+async fn append(conn: &mut dyn Exec, write: &Write) -> Result<Frame, sqlx::Error> {
+    match write {
+        Write::Append(key, event) => event_log::append(conn, key.clone(), event).await,
+        Write::Notification(owner, n) => {
+            notifications::insert(conn, *owner, n).await?;
+            let key = owner.map_or(StreamKey::Broadcast, StreamKey::User);
+            event_log::append(conn, key, &DomainEvent::notification(n)).await
+        }
+    }
 }
 
 #[cfg(test)]

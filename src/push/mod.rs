@@ -19,4 +19,4 @@ pub use committer::Write;
 pub use feed::{Feed, FeedContext, Item, Opening, TopicFilter};
 pub use hub::{Hub, SubscribeError, SubscriberKind};
 pub use presence::Presence;
-pub use publisher::{Publisher, WriteTx};
+pub use publisher::{Publisher, Tx, WriteTx};
