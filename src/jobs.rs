@@ -159,16 +159,35 @@ async fn prune(db: &Db, config: &Config) -> anyhow::Result<()> {
         event_log::prune_targets(&mut conn, before, config.retention_events.max(1)).await?;
     drop(conn);
     let mut pruned = 0;
+    // On the writer, a batch of streams per unit: REST writes queued
+    // meanwhile wait for one batch, not for the whole pass.
     for batch in targets.chunks(PRUNE_BATCH) {
-        let mut tx = db.begin_write().await?;
-        for (stream, upto) in batch {
-            pruned += event_log::prune_stream(&mut tx, stream, *upto).await?;
-        }
-        tx.commit().await?;
+        let batch = batch.to_vec();
+        pruned += db
+            .writes
+            .run(
+                0,
+                move |conn| {
+                    Box::pin(async move {
+                        let mut pruned = 0;
+                        for (stream, upto) in &batch {
+                            pruned += event_log::prune_stream(conn, stream, *upto).await?;
+                        }
+                        Ok::<_, sqlx::Error>(pruned)
+                    })
+                },
+                |_| {},
+            )
+            .await?;
     }
-    let mut tx = db.begin_write().await?;
-    idempotency::prune(&mut tx, now_ms() - 86_400_000).await?;
-    tx.commit().await?;
+    let before = now_ms() - 86_400_000;
+    db.writes
+        .run(
+            0,
+            move |conn| Box::pin(idempotency::prune(conn, before)),
+            |_| {},
+        )
+        .await?;
     if pruned > 0 {
         tracing::info!(pruned, streams = targets.len(), "event log pruned");
     }
@@ -208,20 +227,27 @@ async fn sweep_overdue(app: &AppState) -> Result<usize, sqlx::Error> {
     };
     let mut warned = 0;
     for (user, id) in due {
-        let mut tx = app.publisher.begin().await?;
-        let now = now_ms();
-        if !invoices::claim_overdue_warning(tx.conn(), id, &today, now).await? {
-            continue; // another server (or a change) got there first
-        }
-        let Some(invoice) = records::get::<Invoice>(tx.conn(), user, id).await? else {
-            continue;
-        };
-        let warning = record::notify(&invoice, invoice.overdue_notice(), None, now);
-        notifications::insert(tx.conn(), Some(user), &warning).await?;
-        tx.append(StreamKey::User(user), &DomainEvent::notification(&warning))
+        let today = today.clone();
+        let sent = app
+            .publisher
+            .write(&StreamKey::User(user), move |tx| {
+                Box::pin(async move {
+                    let now = now_ms();
+                    if !invoices::claim_overdue_warning(tx.conn(), id, &today, now).await? {
+                        return Ok(false); // another server (or a change) got there first
+                    }
+                    let Some(invoice) = records::get::<Invoice>(tx.conn(), user, id).await? else {
+                        return Ok(false);
+                    };
+                    let warning = record::notify(&invoice, invoice.overdue_notice(), None, now);
+                    notifications::insert(tx.conn(), Some(user), &warning).await?;
+                    tx.append(StreamKey::User(user), &DomainEvent::notification(&warning))
+                        .await?;
+                    Ok::<_, sqlx::Error>(true)
+                })
+            })
             .await?;
-        app.publisher.commit(tx).await?;
-        warned += 1;
+        warned += usize::from(sent);
     }
     Ok(warned)
 }

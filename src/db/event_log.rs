@@ -201,19 +201,18 @@ pub async fn prune_targets(
 /// the stream's low-water mark, so a cursor pointing into the pruned part
 /// gets `sync:reset`. Both statements use the primary key.
 pub async fn prune_stream(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     stream: &str,
     upto: i64,
 ) -> Result<u64, sqlx::Error> {
-    sqlx::query("UPDATE streams SET low = $2 WHERE key = $1 AND low < $2")
-        .bind(stream)
-        .bind(upto)
-        .execute(&mut *conn)
-        .await?;
-    let done = sqlx::query("DELETE FROM event_log WHERE stream = $1 AND seq <= $2")
-        .bind(stream)
-        .bind(upto)
-        .execute(&mut *conn)
-        .await?;
-    Ok(done.rows_affected())
+    conn.execute(
+        "UPDATE streams SET low = $2 WHERE key = $1 AND low < $2",
+        args![stream, upto],
+    )
+    .await?;
+    conn.execute(
+        "DELETE FROM event_log WHERE stream = $1 AND seq <= $2",
+        args![stream, upto],
+    )
+    .await
 }

@@ -1,7 +1,6 @@
 //! `Idempotency-Key` on earning creation: the first response is stored in the
 //! same transaction as the earning, so a retry finds it and creates nothing.
 
-use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use super::exec::Exec;
@@ -38,12 +37,10 @@ pub async fn store(
 }
 
 /// Keys are kept for a day, like the retry window of most clients.
-pub async fn prune(conn: &mut AnyConnection, before_ms: i64) -> Result<u64, sqlx::Error> {
-    Ok(
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(before_ms)
-            .execute(conn)
-            .await?
-            .rows_affected(),
+pub async fn prune(conn: &mut dyn Exec, before_ms: i64) -> Result<u64, sqlx::Error> {
+    conn.execute(
+        "DELETE FROM idempotency_keys WHERE created_at < $1",
+        args![before_ms],
     )
+    .await
 }

@@ -39,9 +39,11 @@ pub enum Backend {
 pub struct Db {
     /// Readers. On SQLite (WAL) they run beside the writer.
     pub read: AnyPool,
-    /// Writers. On SQLite a pool of one connection: SQLite has one writer at
-    /// a time anyway, and queueing in the pool is cheaper and fairer than
-    /// `SQLITE_BUSY` retries. On PostgreSQL the same pool as `read`.
+    /// Statements outside the writer's units: migrations, the meta row,
+    /// presence heartbeats and the admin CLI, each a statement of its own
+    /// (on SQLite they wait for the writer thread's lock, `busy_timeout`).
+    /// On SQLite a pool of one connection; on PostgreSQL the same pool as
+    /// `read`.
     write: AnyPool,
     pub backend: Backend,
     /// Random id of this database's event log, minted once: cursors carry it.
@@ -50,7 +52,7 @@ pub struct Db {
     /// own events (it delivered them locally already).
     pub server_id: Arc<str>,
     pub known_users: Arc<users::KnownUsers>,
-    /// Where write transactions run as units (`writer.rs`).
+    /// Where every write transaction runs, as a unit (`writer.rs`).
     pub writes: writer::Writer,
 }
 
@@ -64,11 +66,7 @@ impl Db {
         } else {
             anyhow::bail!("DATABASE_URL must start with sqlite: or postgres:");
         };
-        let sqlite_file = match backend {
-            Backend::Sqlite => Some(sqlite_path(url)?),
-            Backend::Postgres => None,
-        };
-        let (read, write) = match backend {
+        let (read, write, writes) = match backend {
             Backend::Sqlite => {
                 let url = sqlite_url(url);
                 let options: AnyConnectOptions = url.parse().context("parsing DATABASE_URL")?;
@@ -80,7 +78,8 @@ impl Db {
                     .connect_with(options)
                     .await
                     .context("opening the SQLite database")?;
-                (read, write)
+                let writes = writer::Writer::sqlite(sqlite_path(&url)?)?;
+                (read, write, writes)
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -89,10 +88,10 @@ impl Db {
                     .connect(url)
                     .await
                     .context("connecting to PostgreSQL")?;
-                (pool.clone(), pool)
+                let writes = writer::Writer::postgres(pool.clone());
+                (pool.clone(), pool, writes)
             }
         };
-        let writes = writer::Writer::postgres(write.clone());
         let mut db = Db {
             read,
             write,
@@ -103,11 +102,6 @@ impl Db {
             known_users: Arc::default(),
         };
         db.migrate().await?;
-        if let Some(path) = sqlite_file {
-            // After the migrations: the writer's connection opens the file
-            // they created.
-            db.writes = writer::Writer::sqlite(path)?;
-        }
         db.log_id = Arc::from(db.meta_once("log_id", &random_hex(6)).await?);
         Ok(db)
     }
@@ -137,19 +131,6 @@ impl Db {
             .fetch_one(&self.write)
             .await
             .context("reading meta")
-    }
-
-    /// A write transaction. Handlers get theirs from `push::Publisher`,
-    /// which appends their events to the log and publishes them after commit.
-    ///
-    /// On SQLite `IMMEDIATE`: this connection and the writer thread's
-    /// (`writer.rs`) both write, and a deferred transaction that read
-    /// before the other committed could not write afterwards.
-    pub async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.write.begin().await,
-        }
     }
 
     /// Copy the WAL into the database file without holding up the writer

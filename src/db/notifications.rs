@@ -98,29 +98,25 @@ pub async fn list(
 
 /// Mark read for `user`. `false` when the notification is not theirs to see.
 pub async fn mark_read(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     user: Uuid,
     id: Uuid,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let visible: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM notifications WHERE id = $1 AND (user_id = $2 OR user_id IS NULL)",
-    )
-    .bind(id.to_string())
-    .bind(user.to_string())
-    .fetch_optional(&mut *conn)
-    .await?;
+    let visible = conn
+        .fetch_optional(
+            "SELECT 1 FROM notifications WHERE id = $1 AND (user_id = $2 OR user_id IS NULL)",
+            args![id, user],
+        )
+        .await?;
     if visible.is_none() {
         return Ok(false);
     }
-    sqlx::query(
+    conn.execute(
         "INSERT INTO notification_reads (notification_id, user_id, read_at) VALUES ($1, $2, $3) \
          ON CONFLICT (notification_id, user_id) DO NOTHING",
+        args![id, user, now],
     )
-    .bind(id.to_string())
-    .bind(user.to_string())
-    .bind(now)
-    .execute(conn)
     .await?;
     Ok(true)
 }

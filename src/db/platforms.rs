@@ -44,20 +44,15 @@ pub async fn get(
 
 /// Insert; a name the user already has is a unique violation.
 pub async fn insert(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     user: Uuid,
     p: &Platform,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    conn.execute(
         "INSERT INTO platforms (id, user_id, name, color, created_at) VALUES ($1, $2, $3, $4, $5)",
+        args![p.id, user, &p.name, &p.color, now],
     )
-    .bind(p.id.to_string())
-    .bind(user.to_string())
-    .bind(&p.name)
-    .bind(&p.color)
-    .bind(now)
-    .execute(conn)
     .await?;
     Ok(())
 }

@@ -6,6 +6,9 @@ use std::sync::RwLock;
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
+use super::exec::Exec;
+use crate::args;
+
 use crate::domain::role::Role;
 
 /// What the server checks on every request: read from the user's row, never
@@ -105,15 +108,12 @@ fn from_row((id, email, name, password_hash, role, token_version): Row) -> UserR
 }
 
 /// Insert a user; a taken email is a unique violation (see `is_unique_violation`).
-pub async fn insert(conn: &mut AnyConnection, user: &UserRow, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO users (id, email, password_hash, name, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(user.id.to_string())
-        .bind(&user.email)
-        .bind(&user.password_hash)
-        .bind(&user.name)
-        .bind(now)
-        .execute(conn)
-        .await?;
+pub async fn insert(conn: &mut dyn Exec, user: &UserRow, now: i64) -> Result<(), sqlx::Error> {
+    conn.execute(
+        "INSERT INTO users (id, email, password_hash, name, created_at) VALUES ($1, $2, $3, $4, $5)",
+        args![user.id, &user.email, &user.password_hash, user.name.clone(), now],
+    )
+    .await?;
     Ok(())
 }
 
@@ -140,10 +140,9 @@ pub async fn by_id(conn: &mut AnyConnection, id: Uuid) -> Result<Option<UserRow>
     Ok(row.map(from_row))
 }
 
-pub async fn exists(conn: &mut AnyConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1")
-        .bind(id.to_string())
-        .fetch_optional(conn)
+pub async fn exists(conn: &mut dyn Exec, id: Uuid) -> Result<bool, sqlx::Error> {
+    let found = conn
+        .fetch_optional("SELECT 1 FROM users WHERE id = $1", args![id])
         .await?;
     Ok(found.is_some())
 }
@@ -169,21 +168,20 @@ pub async fn access(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Access>
 /// password change); optionally store a new password hash with it. Their
 /// access now.
 pub async fn revoke_tokens(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     id: Uuid,
     new_password_hash: Option<&str>,
     now: i64,
 ) -> Result<Option<Access>, sqlx::Error> {
-    let row: Option<(String, i64)> = sqlx::query_as(
-        "UPDATE users SET token_version = token_version + 1, access_changed_at = $1, \
-         password_hash = COALESCE($2, password_hash) WHERE id = $3 RETURNING role, token_version",
-    )
-    .bind(now)
-    .bind(new_password_hash)
-    .bind(id.to_string())
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(access_of))
+    let row = conn
+        .fetch_optional(
+            "UPDATE users SET token_version = token_version + 1, access_changed_at = $1, \
+             password_hash = COALESCE($2, password_hash) WHERE id = $3 RETURNING role, token_version",
+            args![now, new_password_hash.map(str::to_owned), id],
+        )
+        .await?;
+    row.map(|r| Ok(access_of((r.try_get(0)?, r.try_get(1)?))))
+        .transpose()
 }
 
 /// What `set_role` did.

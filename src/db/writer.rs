@@ -3,46 +3,47 @@
 //! A write is a unit: a closure that gets a connection (`&mut dyn Exec`)
 //! and runs every statement of its transaction (the change, the log
 //! appends, the notification row, the idempotency row). `Writer::run`
-//! hands the unit over and waits for one answer, given after its data is
-//! committed.
+//! hands the unit to a writer and waits for one answer, given after its
+//! data is committed. Units that arrive while a writer is committing share
+//! its next transaction (group commit), each inside a savepoint, so a unit
+//! that fails (or panics) is rolled back alone and the others commit. After
+//! the commit each unit's `after` runs on the writer, in commit order (the
+//! publisher hands its frames to the broker there, so events of one stream
+//! reach the hub in sequence order); then its caller is answered.
 //!
-//! On SQLite the units run on a thread of its own that owns the only write
+//! SQLite: one writer, a thread of its own that owns the only write
 //! connection (rusqlite, not sqlx: sqlx runs each SQLite statement on a
 //! worker thread and back, about ten hand-offs per REST write, which cost
-//! more than the SQL). Units that arrive while a commit is being made share
-//! the next transaction (group commit), each inside a savepoint, so a unit
-//! that fails is rolled back alone and the others commit. After the commit,
-//! each unit's `after` runs on the writer thread in commit order (the
-//! publisher hands its frames to the broker there, so events of one stream
-//! reach the hub in sequence order), then its caller is answered.
+//! more than the SQL). Every statement of a unit completes at once there.
 //!
-//! On PostgreSQL a unit runs on the caller's task in a transaction of its
-//! own from the pool: many writers commit in parallel there.
+//! PostgreSQL: `PG_WORKERS` writer tasks, each with at most one transaction
+//! open. A commit waits for a WAL flush, which a batch shares. A unit goes
+//! to the writer of its shard (the stream it appends to), so two writers
+//! never wait for each other's locks on one stream's counter row.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::exec::{sqlite_error, Exec};
+use super::exec::Exec;
 
-/// Units one SQLite transaction carries at most.
+/// Units one transaction carries at most.
 const MAX_BATCH: usize = 64;
-/// Units waiting for the SQLite writer; past this, callers wait.
+/// Units waiting for the writers; past this, callers wait.
 const QUEUE: usize = 4096;
+/// PostgreSQL writer tasks (each holds a pool connection while it commits).
+const PG_WORKERS: usize = 4;
 
 #[derive(Clone)]
 pub struct Writer {
-    inner: Inner,
-}
-
-#[derive(Clone)]
-enum Inner {
-    Sqlite(mpsc::Sender<Box<dyn Job>>),
-    Postgres(AnyPool),
+    /// One queue per writer.
+    queues: Arc<[mpsc::Sender<Box<dyn Job>>]>,
 }
 
 impl Writer {
@@ -52,59 +53,57 @@ impl Writer {
         let (queue, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || work(conn, rx))
+            .spawn(move || sqlite_writer(conn, rx))
             .context("starting the SQLite writer thread")?;
         Ok(Writer {
-            inner: Inner::Sqlite(queue),
+            queues: Arc::from([queue]),
         })
     }
 
+    /// The PostgreSQL writer tasks, on connections of `pool`.
     pub fn postgres(pool: AnyPool) -> Writer {
+        let queues: Vec<_> = (0..PG_WORKERS)
+            .map(|_| {
+                let (queue, rx) = mpsc::channel(QUEUE / PG_WORKERS);
+                tokio::spawn(postgres_writer(pool.clone(), rx));
+                queue
+            })
+            .collect();
         Writer {
-            inner: Inner::Postgres(pool),
+            queues: Arc::from(queues),
         }
     }
 
-    /// Run `unit` as one transaction and answer with what it returned once
-    /// that is committed; `after` runs first, once committed (and not at
-    /// all when the unit fails or the commit does). A unit that returns
-    /// `Err` is rolled back, and only it.
-    pub async fn run<T, E, F, A>(&self, unit: F, after: A) -> Result<T, E>
+    /// Run `unit` as one transaction on the writer of `shard` and answer
+    /// with what it returned once that is committed; `after` runs first,
+    /// once committed (and not at all when the unit fails or the commit
+    /// does). A unit that returns `Err` is rolled back, and only it.
+    pub async fn run<T, E, F, A>(&self, shard: u64, unit: F, after: A) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<sqlx::Error> + Send + 'static,
         F: for<'c> FnOnce(&'c mut dyn Exec) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
         A: FnOnce(&mut T) + Send + 'static,
     {
-        match &self.inner {
-            Inner::Sqlite(queue) => {
-                let (reply, answer) = oneshot::channel();
-                let job = Box::new(Unit {
-                    unit: Some(unit),
-                    after: Some(after),
-                    out: None,
-                    reply,
-                });
-                queue
-                    .send(job)
-                    .await
-                    .map_err(|_| E::from(sqlx::Error::PoolClosed))?;
-                answer
-                    .await
-                    .map_err(|_| E::from(sqlx::Error::WorkerCrashed))?
-            }
-            Inner::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let mut out = unit(&mut *tx).await?;
-                tx.commit().await?;
-                after(&mut out);
-                Ok(out)
-            }
-        }
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Unit {
+            unit: Some(unit),
+            after: Some(after),
+            out: None,
+            reply,
+        });
+        let queue = &self.queues[(shard % self.queues.len() as u64) as usize];
+        queue
+            .send(job)
+            .await
+            .map_err(|_| E::from(sqlx::Error::PoolClosed))?;
+        answer
+            .await
+            .map_err(|_| E::from(sqlx::Error::WorkerCrashed))?
     }
 }
 
-/// A unit with its answer, type-erased for the writer thread.
+/// A unit with its answer, type-erased for the writers.
 trait Job: Send {
     /// Run the unit; whether it succeeded (its result is kept for `finish`).
     fn run<'c>(&'c mut self, conn: &'c mut dyn Exec) -> BoxFuture<'c, bool>;
@@ -166,7 +165,30 @@ fn open(path: &std::path::Path) -> anyhow::Result<rusqlite::Connection> {
     Ok(conn)
 }
 
-fn work(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+/// The first job and whatever else is already queued, up to `MAX_BATCH`.
+fn gather(first: Box<dyn Job>, rx: &mut mpsc::Receiver<Box<dyn Job>>) -> Vec<Box<dyn Job>> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    metrics::histogram!("earntrack_group_commit_requests").record(batch.len() as f64);
+    batch
+}
+
+fn answer(batch: Vec<Box<dyn Job>>, committed: Result<(), sqlx::Error>) {
+    let committed = committed.map_err(|err| {
+        tracing::error!(error = %err, units = batch.len(), "a writer's commit failed");
+        err.to_string()
+    });
+    for job in batch {
+        job.finish(committed.clone());
+    }
+}
+
+fn sqlite_writer(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     // Units are async so that PostgreSQL runs the same code; here every
     // statement completes at once, and this runtime only polls them.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -174,55 +196,65 @@ fn work(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
         .build()
         .expect("a current-thread runtime");
     while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        let mut batch = gather(first, &mut rx);
+        let conn: &mut dyn Exec = &mut conn;
+        let committed = runtime.block_on(async {
+            conn.execute("BEGIN IMMEDIATE", vec![]).await?;
+            let end = match units(conn, &mut batch).await {
+                Ok(true) => conn.execute("COMMIT", vec![]).await,
+                Ok(false) => conn.execute("ROLLBACK", vec![]).await,
+                Err(err) => Err(err),
+            };
+            if end.is_err() {
+                let _ = conn.execute("ROLLBACK", vec![]).await;
             }
-        }
-        metrics::histogram!("earntrack_group_commit_requests").record(batch.len() as f64);
-        let committed = commit(&runtime, &mut conn, &mut batch);
-        if let Err(err) = &committed {
-            tracing::error!(error = %err, units = batch.len(), "the SQLite writer's commit failed");
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for job in batch {
-            job.finish(committed.clone());
-        }
+            end.map(drop)
+        });
+        answer(batch, committed);
     }
 }
 
-/// One transaction with every unit of `batch`, each in a savepoint of its
-/// own when there are several.
-fn commit(
-    runtime: &tokio::runtime::Runtime,
-    conn: &mut rusqlite::Connection,
-    batch: &mut [Box<dyn Job>],
-) -> Result<(), String> {
-    let sql = |conn: &rusqlite::Connection, sql: &str| {
-        conn.execute_batch(sql)
-            .map_err(|e| sqlite_error(e).to_string())
-    };
-    sql(conn, "BEGIN IMMEDIATE")?;
+async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = gather(first, &mut rx);
+        let committed = async {
+            // Dropped uncommitted (an error), the transaction rolls back.
+            let mut tx = pool.begin().await?;
+            match units(&mut *tx, &mut batch).await? {
+                true => tx.commit().await,
+                false => tx.rollback().await,
+            }
+        }
+        .await;
+        answer(batch, committed);
+    }
+}
+
+/// Each unit of `batch` in the open transaction, each in a savepoint of its
+/// own when there are several; whether there is anything to commit.
+async fn units(conn: &mut dyn Exec, batch: &mut [Box<dyn Job>]) -> Result<bool, sqlx::Error> {
     let alone = batch.len() == 1;
     for job in batch.iter_mut() {
         if !alone {
-            sql(conn, "SAVEPOINT unit")?;
+            conn.execute("SAVEPOINT unit", vec![]).await?;
         }
         // A panicking unit fails alone, like one that returns an error.
-        let ok = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            runtime.block_on(job.run(&mut *conn as &mut dyn Exec))
-        }))
-        .unwrap_or(false);
+        let ok = AssertUnwindSafe(job.run(&mut *conn))
+            .catch_unwind()
+            .await
+            .unwrap_or(false);
         match (ok, alone) {
-            (true, false) => sql(conn, "RELEASE unit")?,
-            (false, false) => sql(conn, "ROLLBACK TO unit; RELEASE unit")?,
-            (false, true) => return sql(conn, "ROLLBACK"),
-            (true, true) => {}
+            (ok, true) => return Ok(ok),
+            (true, false) => {
+                conn.execute("RELEASE unit", vec![]).await?;
+            }
+            (false, false) => {
+                conn.execute("ROLLBACK TO unit", vec![]).await?;
+                conn.execute("RELEASE unit", vec![]).await?;
+            }
         }
     }
-    sql(conn, "COMMIT")
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -268,7 +300,7 @@ mod tests {
         let db = Db::connect(&url, 2).await.unwrap();
         let taken = Uuid::new_v4();
         db.writes
-            .run(move |c| Box::pin(unit(c, -1, taken)), |_| {})
+            .run(0, move |c| Box::pin(unit(c, -1, taken)), |_| {})
             .await
             .unwrap();
 
@@ -276,6 +308,7 @@ mod tests {
         let results = futures_util::future::join_all((0..30).map(|i| {
             let order = order.clone();
             db.writes.run(
+                i as u64,
                 move |c| {
                     Box::pin(async move {
                         let id = if i == 7 { taken } else { Uuid::new_v4() };

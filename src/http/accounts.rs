@@ -24,6 +24,7 @@ use crate::auth::COOKIE;
 use crate::db::{is_unique_violation, users};
 use crate::domain::input::{self, Fields};
 use crate::domain::role::Role;
+use crate::domain::stream::StreamKey;
 use crate::domain::time::now_ms;
 use crate::error::{ApiError, ApiResult};
 use crate::error::{AuthErrors, BodyErrors, ErrorBody};
@@ -79,12 +80,17 @@ pub async fn register(
         role: Role::User,
         token_version: 0,
     };
-    let mut conn = app.publisher.begin().await?;
-    match users::insert(conn.conn(), &user, now_ms()).await {
-        Err(err) if is_unique_violation(&err) => return Err(ApiError::EmailTaken),
-        other => other?,
-    }
-    app.publisher.commit(conn).await?;
+    let row = user.clone();
+    app.publisher
+        .write(&StreamKey::User(user.id), move |tx| {
+            Box::pin(async move {
+                match users::insert(tx.conn(), &row, now_ms()).await {
+                    Err(err) if is_unique_violation(&err) => Err(ApiError::EmailTaken),
+                    other => Ok(other?),
+                }
+            })
+        })
+        .await?;
     tracing::info!(user_id = %user.id, "user registered");
     Ok(session(&app, &user, StatusCode::CREATED))
 }
@@ -265,11 +271,17 @@ pub async fn change_password(
 /// token issued so far stops working here at once, on other servers within
 /// `jobs::ACCESS_POLL`, and the user's streams end with `auth:expired`.
 async fn revoke(app: &AppState, user: Uuid, hash: Option<&str>) -> ApiResult<users::Access> {
-    let mut tx = app.publisher.begin().await?;
-    let access = users::revoke_tokens(tx.conn(), user, hash, now_ms())
-        .await?
-        .ok_or(ApiError::InvalidToken)?;
-    app.publisher.commit(tx).await?;
+    let hash = hash.map(str::to_owned);
+    let access = app
+        .publisher
+        .write(&StreamKey::User(user), move |tx| {
+            Box::pin(async move {
+                users::revoke_tokens(tx.conn(), user, hash.as_deref(), now_ms())
+                    .await?
+                    .ok_or(ApiError::InvalidToken)
+            })
+        })
+        .await?;
     app.db.known_users.update(user, access);
     app.hub.expire_user(user);
     Ok(access)

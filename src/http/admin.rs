@@ -215,10 +215,15 @@ pub async fn emit(
         Recipients::Room(name) => {
             // A room is made on its first event: that needs the write
             // transaction itself.
-            let mut tx = app.publisher.begin().await?;
-            let room = rooms::ensure(tx.conn(), &name).await?;
-            tx.append(StreamKey::Room(room), &event).await?;
-            app.publisher.commit(tx).await?;
+            app.publisher
+                .write(&StreamKey::Broadcast, move |tx| {
+                    Box::pin(async move {
+                        let room = rooms::ensure(tx.conn(), &name).await?;
+                        tx.append(StreamKey::Room(room), &event).await?;
+                        Ok::<_, sqlx::Error>(())
+                    })
+                })
+                .await?;
             return Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true })));
         }
     };
@@ -363,21 +368,27 @@ pub async fn join_room(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<Response> {
     let (name, user) = room_member(path)?;
-    let mut tx = app.publisher.begin().await?;
-    if !users::exists(tx.conn(), user).await? {
-        return Err(ApiError::NotFound);
-    }
-    let room = rooms::ensure(tx.conn(), &name).await?;
-    let joined = rooms::join(tx.conn(), room, user).await?;
-    if joined.is_some() {
-        // A bookkeeping event in the user's own stream (never delivered):
-        // its place orders the join against the user's cursors, see
-        // `rooms::joined_since`.
-        let event = DomainEvent::new("~room:joined", json!({ "room": name }));
-        let user_seq = tx.append(StreamKey::User(user), &event).await?;
-        rooms::set_join_order(tx.conn(), room, user, user_seq).await?;
-    }
-    app.publisher.commit(tx).await?;
+    let (room, joined) = app
+        .publisher
+        .write(&StreamKey::User(user), move |tx| {
+            Box::pin(async move {
+                if !users::exists(tx.conn(), user).await? {
+                    return Err(ApiError::NotFound);
+                }
+                let room = rooms::ensure(tx.conn(), &name).await?;
+                let joined = rooms::join(tx.conn(), room, user).await?;
+                if joined.is_some() {
+                    // A bookkeeping event in the user's own stream (never
+                    // delivered): its place orders the join against the
+                    // user's cursors, see `rooms::joined_since`.
+                    let event = DomainEvent::new("~room:joined", json!({ "room": name }));
+                    let user_seq = tx.append(StreamKey::User(user), &event).await?;
+                    rooms::set_join_order(tx.conn(), room, user, user_seq).await?;
+                }
+                Ok((room, joined))
+            })
+        })
+        .await?;
     if let Some(seq) = joined {
         app.publisher.control(Control::Membership {
             room,
@@ -411,13 +422,19 @@ pub async fn leave_room(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<Response> {
     let (name, user) = room_member(path)?;
-    let mut tx = app.publisher.begin().await?;
-    let Some(room) = rooms::find(tx.conn(), &name).await? else {
-        return Ok(no_content());
-    };
-    let left = rooms::leave(tx.conn(), room, user).await?;
-    app.publisher.commit(tx).await?;
-    if left {
+    let left = app
+        .publisher
+        .write(&StreamKey::User(user), move |tx| {
+            Box::pin(async move {
+                let Some(room) = rooms::find(tx.conn(), &name).await? else {
+                    return Ok::<_, sqlx::Error>(None);
+                };
+                let left = rooms::leave(tx.conn(), room, user).await?;
+                Ok(left.then_some(room))
+            })
+        })
+        .await?;
+    if let Some(room) = left {
         app.publisher.control(Control::Membership {
             room,
             user,

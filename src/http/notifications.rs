@@ -146,12 +146,18 @@ pub async fn mark_read(
     me: AuthUser,
     IdPath(id): IdPath,
 ) -> ApiResult<Response> {
-    let mut tx = app.publisher.begin().await?;
-    if !notifications::mark_read(tx.conn(), me.id, id, now_ms()).await? {
-        return Err(ApiError::NotFound);
-    }
-    tx.append(StreamKey::User(me.id), &DomainEvent::notification_read(id))
+    let user = StreamKey::User(me.id);
+    let me = me.id;
+    app.publisher
+        .write(&user.clone(), move |tx| {
+            Box::pin(async move {
+                if !notifications::mark_read(tx.conn(), me, id, now_ms()).await? {
+                    return Err(ApiError::NotFound);
+                }
+                tx.append(user, &DomainEvent::notification_read(id)).await?;
+                Ok(())
+            })
+        })
         .await?;
-    app.publisher.commit(tx).await?;
     Ok(no_content())
 }

@@ -63,20 +63,24 @@ pub async fn create(
         name: new.name,
         color: new.color,
     };
-    let mut tx = app.publisher.begin().await?;
-    match platforms::insert(tx.conn(), me.id, &platform, now_ms()).await {
-        Err(err) if is_unique_violation(&err) => {
-            return Err(ApiError::Conflict(
-                "you already have a platform with this name".into(),
-            ))
-        }
-        other => other?,
-    }
-    tx.append(
-        StreamKey::User(me.id),
-        &DomainEvent::platform_created(&platform),
-    )
-    .await?;
-    app.publisher.commit(tx).await?;
-    Ok((StatusCode::CREATED, Json(platform)))
+    let user = StreamKey::User(me.id);
+    let me = me.id;
+    app.publisher
+        .write(&user.clone(), move |tx| {
+            Box::pin(async move {
+                match platforms::insert(tx.conn(), me, &platform, now_ms()).await {
+                    Err(err) if is_unique_violation(&err) => {
+                        return Err(ApiError::Conflict(
+                            "you already have a platform with this name".into(),
+                        ))
+                    }
+                    other => other?,
+                }
+                tx.append(user, &DomainEvent::platform_created(&platform))
+                    .await?;
+                Ok(platform)
+            })
+        })
+        .await
+        .map(|platform| (StatusCode::CREATED, Json(platform)))
 }

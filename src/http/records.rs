@@ -128,7 +128,7 @@ async fn create<R: Table>(
     let stored_key = key.clone();
     let created = app
         .publisher
-        .write(move |tx| {
+        .write(&StreamKey::User(user), move |tx| {
             Box::pin(async move {
                 if let Some(key) = &key {
                     if let Some(stored) = idempotency::find(tx.conn(), user, key).await? {
@@ -207,7 +207,7 @@ async fn update<R: Table>(
     let user = me.id;
     let record = app
         .publisher
-        .write(move |tx| {
+        .write(&StreamKey::User(user), move |tx| {
             Box::pin(async move {
                 let old = records::get::<R>(tx.conn(), user, id)
                     .await?
@@ -238,7 +238,7 @@ async fn remove<R: Table>(
 ) -> ApiResult<Response> {
     let user = me.id;
     app.publisher
-        .write(move |tx| {
+        .write(&StreamKey::User(user), move |tx| {
             Box::pin(async move {
                 let record = records::delete::<R>(tx.conn(), user, id)
                     .await?

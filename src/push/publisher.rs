@@ -4,75 +4,93 @@
 //! committed, what it appended goes to the broker, in commit order. A
 //! rolled-back unit publishes nothing, and publishing can neither fail nor
 //! block the request.
-//!
-//! `Publisher::begin`/`commit` (an open sqlx transaction, `WriteTx`) remain
-//! for the less frequent writes (accounts, platforms, rooms, notification
-//! read state) whose statements are not yet written for `db::exec`.
 
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use sqlx::{AnyConnection, Transaction};
+use uuid::Uuid;
 
 use super::broker::{Broker, Control};
-use super::committer::{Committer, Write};
 use crate::db::exec::Exec;
-use crate::db::{event_log, Backend, Db};
+use crate::db::{event_log, notifications, Db};
 use crate::domain::event::DomainEvent;
 use crate::domain::frame::Frame;
+use crate::domain::notification::Notification;
 use crate::domain::stream::StreamKey;
 
 #[derive(Clone)]
 pub struct Publisher {
     db: Db,
     broker: Arc<dyn Broker>,
-    /// PostgreSQL only: there a commit waits for a WAL flush, which a batch
-    /// shares. SQLite's commits (WAL, synchronous=NORMAL) flush nothing, so
-    /// a hand-off to a committer task would only add its hop (publish p99
-    /// 0.9 -> 1.4 ms measured): writes go straight to the single writer.
-    committer: Option<Committer>,
+}
+
+/// One write of a publish request (`Publisher::commit_writes`).
+pub enum Write {
+    /// Append `event` to stream `key`.
+    Append(StreamKey, DomainEvent),
+    /// Store `notification` for its owner (`None`: a broadcast, listed for
+    /// everyone) and append it to the owner's stream.
+    Notification(Option<Uuid>, Notification),
+}
+
+impl Write {
+    fn key(&self) -> StreamKey {
+        match self {
+            Write::Append(key, _) => key.clone(),
+            Write::Notification(owner, _) => owner.map_or(StreamKey::Broadcast, StreamKey::User),
+        }
+    }
 }
 
 impl Publisher {
-    /// Starts four group committers (`committer`) on PostgreSQL.
     pub fn new(db: Db, broker: Arc<dyn Broker>) -> Self {
-        let committer = (db.backend == Backend::Postgres)
-            .then(|| Committer::start(db.clone(), broker.clone(), 4));
-        Publisher {
-            db,
-            broker,
-            committer,
-        }
+        Publisher { db, broker }
     }
 
     /// Commit writes that need nothing from their transaction but its
-    /// success: group-committed with other requests' (by `committer` on
-    /// PostgreSQL, by the writer thread on SQLite).
+    /// success (the publish routes, where services publish at rate).
     pub async fn commit_writes(&self, writes: Vec<Write>) -> Result<(), sqlx::Error> {
-        match &self.committer {
-            Some(committer) => committer.commit(writes).await,
-            None => {
-                self.write(move |tx| Box::pin(super::committer::apply(tx, writes)))
-                    .await
-            }
-        }
+        let Some(first) = writes.first() else {
+            return Ok(());
+        };
+        self.write(&first.key(), move |tx| {
+            Box::pin(async move {
+                for write in &writes {
+                    match write {
+                        Write::Append(key, event) => tx.append(key.clone(), event).await?,
+                        Write::Notification(owner, n) => {
+                            notifications::insert(tx.conn(), *owner, n).await?;
+                            tx.append(write.key(), &DomainEvent::notification(n))
+                                .await?
+                        }
+                    };
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Run `unit` as one transaction on the writer: the change, the events
     /// it appends and whatever else it writes commit together or not at
     /// all (a unit that returns `Err` is rolled back). Its events are
-    /// published once committed; then its result is returned.
-    pub async fn write<T, E, F>(&self, unit: F) -> Result<T, E>
+    /// published once committed; then its result is returned. `shard` is
+    /// the stream it mostly appends to: units of one stream share a writer
+    /// (on PostgreSQL, where there are several).
+    pub async fn write<T, E, F>(&self, shard: &StreamKey, unit: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<sqlx::Error> + Send + 'static,
         F: for<'t, 'c> FnOnce(&'t mut Tx<'c>) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
     {
         let broker = self.broker.clone();
+        let shard = BuildHasherDefault::<DefaultHasher>::default().hash_one(shard);
         let (out, _) = self
             .db
             .writes
             .run::<_, E, _, _>(
+                shard,
                 move |conn| {
                     Box::pin(async move {
                         let mut tx = Tx {
@@ -89,22 +107,6 @@ impl Publisher {
             )
             .await?;
         Ok(out)
-    }
-
-    /// Open a write transaction (on SQLite, wait for the single writer).
-    pub async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
-        Ok(WriteTx {
-            tx: self.db.begin_write().await?,
-            frames: Vec::new(),
-        })
-    }
-
-    /// Commit `tx` and publish its events, in the order they were appended.
-    pub async fn commit(&self, tx: WriteTx) -> Result<(), sqlx::Error> {
-        let WriteTx { tx, frames, .. } = tx;
-        tx.commit().await?;
-        publish(self.broker.as_ref(), &frames);
-        Ok(())
     }
 
     /// Send a control message to every server (after its change committed).
@@ -147,41 +149,6 @@ impl Tx<'_> {
         event: &DomainEvent,
     ) -> Result<i64, sqlx::Error> {
         let frame = event_log::append(&mut *self.conn, key, event).await?;
-        let seq = frame.seq;
-        self.appended(frame);
-        Ok(seq)
-    }
-
-    /// Publish `frame`, appended to the log in this transaction, after the
-    /// commit.
-    pub(super) fn appended(&mut self, frame: Frame) {
-        self.frames.push(Arc::new(frame));
-    }
-}
-
-/// A write transaction that collects the events it appends to the log; they
-/// are handed to the broker only after `Publisher::commit` succeeds, so a
-/// rolled-back change never publishes anything.
-pub struct WriteTx {
-    tx: Transaction<'static, sqlx::Any>,
-    frames: Vec<Arc<Frame>>,
-}
-
-impl WriteTx {
-    pub fn conn(&mut self) -> &mut AnyConnection {
-        &mut self.tx
-    }
-
-    /// Append `event` to stream `key` inside this transaction; its sequence.
-    /// Nothing else happens in the transaction: other servers hear of the
-    /// event from the broker after the commit (a rolled-back event is never
-    /// announced), and find it in the log if that hint is lost.
-    pub async fn append(
-        &mut self,
-        key: StreamKey,
-        event: &DomainEvent,
-    ) -> Result<i64, sqlx::Error> {
-        let frame = event_log::append(&mut *self.tx, key, event).await?;
         let seq = frame.seq;
         self.frames.push(Arc::new(frame));
         Ok(seq)
