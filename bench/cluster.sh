@@ -12,7 +12,9 @@
 #      without and with a NOTIFY inside; then 16 publishers sending back to
 #      back for 10 s through 1 server vs 3 servers (events leave the commit
 #      path: NOTIFY is batched after commit on a connection of its own);
-#      then the same with synchronous_commit=off on the bench database
+#      then REST earnings writes the same way (16 publishers, each request
+#      as a random user, two events per request), then the admin events with
+#      synchronous_commit=off on the bench database
 #      (diagnostic: how much of the ceiling is the WAL flush)
 #   d  6 servers, 100,000 streams (about 16,700 per server and per bench
 #      process: both sides have 20,000 open files per process), one broadcast
@@ -196,8 +198,9 @@ if run b; then
     server_problems b
 fi
 
-notify_run() { # label servers
+notify_run() { # label servers [load-tool args]
     local label=$1 count=$2 samples="$BENCH_DIR/waits-$1.txt" cpu0 cpu1
+    shift 2
     start_servers "$label" "$count"
     : >"$samples"
     # What the database sessions of the servers do while the publishers run
@@ -217,7 +220,7 @@ notify_run() { # label servers
     SAMPLER_PID=$!
     cpu0=$(pg_cpu_s)
     bench "$label" notify --url "$(urls "$count")" --server-pid "$(pids)" \
-        --streams "$USERS" --publishers 16 --duration-s 10 --settle-s 5 --max-runtime-s 600
+        --streams "$USERS" --publishers 16 --duration-s 10 --settle-s 5 --max-runtime-s 600 "$@"
     cpu1=$(pg_cpu_s)
     stop_pid "$SAMPLER_PID"
     SAMPLER_PID=""
@@ -254,6 +257,10 @@ if run c; then
     "${PSQL[@]}" -d "$DB" -c "DELETE FROM event_log WHERE stream LIKE 'pgbench:%'; DELETE FROM streams WHERE key LIKE 'pgbench:%'"
     notify_run "cluster-notify-1-$BUS" 1
     notify_run "cluster-notify-3-$BUS" 3
+    # REST writes: each request commits two events (earnings:new and its
+    # notification) with the change, as their users.
+    notify_run "cluster-rest-1-$BUS" 1 --via earnings
+    notify_run "cluster-rest-3-$BUS" 3 --via earnings
     "${PSQL[@]}" -d test -c "ALTER DATABASE $DB SET synchronous_commit = off"
     notify_run "cluster-notify-1-async-$BUS" 1
     notify_run "cluster-notify-3-async-$BUS" 3

@@ -208,6 +208,14 @@ pub struct Config {
     #[arg(long, env = "EARNTRACK_DB_POOL", default_value_t = 8)]
     pub db_pool: u32,
 
+    /// SQLite: the size of the write-ahead log past which the writer
+    /// checkpoints it between two batches, so that it starts over (a pause
+    /// of some tens of ms for the writes queued meanwhile). Under steady
+    /// writes the WAL starts over only then; whenever writes pause it
+    /// starts over by itself.
+    #[arg(long, env = "EARNTRACK_SQLITE_WAL_MAX_MB", default_value_t = 1024)]
+    pub sqlite_wal_max_mb: u64,
+
     /// Mark the auth cookie `Secure` (serve over HTTPS).
     #[arg(long, env = "EARNTRACK_COOKIE_SECURE", default_value_t = false)]
     pub cookie_secure: bool,

@@ -23,6 +23,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -39,14 +40,16 @@ const MAX_BATCH: usize = 64;
 const QUEUE: usize = 4096;
 /// PostgreSQL writer tasks (each holds a pool connection while it commits).
 const PG_WORKERS: usize = 4;
-/// The SQLite writer checkpoints after this many commits, between batches
-/// (see `sqlite_writer`).
-const CHECKPOINT_COMMITS: u32 = 256;
+/// The SQLite WAL past which the writer checkpoints, until configured
+/// (`EARNTRACK_SQLITE_WAL_MAX_MB`).
+const WAL_MAX: u64 = 1 << 30;
 
 #[derive(Clone)]
 pub struct Writer {
     /// One queue per writer.
     queues: Arc<[mpsc::Sender<Box<dyn Job>>]>,
+    /// SQLite: the WAL size (bytes) past which the writer checkpoints.
+    wal_max: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -54,12 +57,19 @@ impl Writer {
     pub fn sqlite(path: PathBuf) -> anyhow::Result<Writer> {
         let conn = open(&path)?;
         let (queue, rx) = mpsc::channel(QUEUE);
+        let wal_max = Arc::new(AtomicU64::new(WAL_MAX));
+        let wal = Wal {
+            path: wal_path(&path),
+            max: wal_max.clone(),
+            checkpointed_at: 0,
+        };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || sqlite_writer(conn, rx))
+            .spawn(move || sqlite_writer(conn, rx, wal))
             .context("starting the SQLite writer thread")?;
         Ok(Writer {
             queues: Arc::from([queue]),
+            wal_max,
         })
     }
 
@@ -74,7 +84,13 @@ impl Writer {
             .collect();
         Writer {
             queues: Arc::from(queues),
+            wal_max: Arc::default(),
         }
+    }
+
+    /// SQLite: checkpoint between batches once the WAL passes `bytes`.
+    pub fn set_wal_max(&self, bytes: u64) {
+        self.wal_max.store(bytes.max(1 << 20), Ordering::Relaxed);
     }
 
     /// Run `unit` as one transaction on the writer of `shard` and answer
@@ -192,14 +208,65 @@ fn answer(batch: Vec<Box<dyn Job>>, committed: Result<(), sqlx::Error>) {
     }
 }
 
-fn sqlite_writer(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+/// The WAL file of the database and the size it may reach.
+struct Wal {
+    path: PathBuf,
+    max: Arc<AtomicU64>,
+    /// The file's size at the last checkpoint here: a WAL that started over
+    /// reuses the file from its start, and the file only grows again once
+    /// the WAL outgrows it.
+    checkpointed_at: u64,
+}
+
+fn wal_path(db: &std::path::Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    name.into()
+}
+
+impl Wal {
+    /// Under steady writes the WAL would grow for as long as they go on:
+    /// it starts over only when a write begins with every frame copied back
+    /// into the database, and the checkpointer task (`jobs::checkpointer`,
+    /// on a reader, beside the writer) never catches up with the last
+    /// commit while commits keep coming. Past `max`, the writer copies the
+    /// rest itself between two batches; its next transaction starts the
+    /// WAL over (and cuts the file to `journal_size_limit`). The copy waits
+    /// for the disk (~40 ms measured here), so it is kept rare.
+    fn bound(&mut self, conn: &rusqlite::Connection) {
+        let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        if size <= self.max.load(Ordering::Relaxed).max(self.checkpointed_at) {
+            return;
+        }
+        self.checkpointed_at = size;
+        let started = std::time::Instant::now();
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => {
+                let took = started.elapsed();
+                metrics::histogram!("earntrack_wal_restart_checkpoint_seconds")
+                    .record(took.as_secs_f64());
+                tracing::info!(
+                    wal_bytes = size,
+                    took_ms = took.as_millis() as u64,
+                    "WAL checkpointed to start over"
+                );
+            }
+            Err(err) => tracing::warn!(error = %err, "the writer's WAL checkpoint failed"),
+        }
+    }
+}
+
+fn sqlite_writer(
+    mut conn: rusqlite::Connection,
+    mut rx: mpsc::Receiver<Box<dyn Job>>,
+    mut wal: Wal,
+) {
     // Units are async so that PostgreSQL runs the same code; here every
     // statement completes at once, and this runtime only polls them.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("a current-thread runtime");
-    let mut commits = 0;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = gather(first, &mut rx);
         let exec: &mut dyn Exec = &mut conn;
@@ -217,21 +284,7 @@ fn sqlite_writer(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Box<dyn 
             end.map(drop)
         });
         answer(batch, committed);
-        commits += 1;
-        if commits >= CHECKPOINT_COMMITS {
-            // The WAL starts over only when a write begins with every frame
-            // copied back, and under steady writes the checkpointer task
-            // (`jobs::checkpointer`, on a reader, beside the writer) never
-            // catches up with the last commit: the WAL would grow for as
-            // long as writes go on. Here, between two batches, a checkpoint
-            // copies what the checkpointer left (a few ms of writes) and the
-            // next transaction restarts the WAL (truncated to
-            // `journal_size_limit`).
-            commits = 0;
-            if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %err, "the writer's WAL checkpoint failed");
-            }
-        }
+        wal.bound(&conn);
     }
 }
 
@@ -366,9 +419,9 @@ mod tests {
     }
 
     /// Under steady writes the WAL starts over instead of growing for as
-    /// long as they go on: 3,000 commits of ~4 KiB events leave a WAL of a
-    /// few hundred commits at most (without the writer's checkpoint it
-    /// grows past 30 MiB here).
+    /// long as they go on: with a bound of 4 MiB, 3,000 commits of ~4 KiB
+    /// events leave a WAL of about that (without the writer's checkpoint
+    /// it reaches 78 MiB here).
     #[tokio::test]
     async fn the_wal_stays_bounded_under_steady_writes() {
         let dir = tempfile::tempdir().unwrap();
@@ -376,6 +429,7 @@ mod tests {
         let db = Db::connect(&format!("sqlite://{}", file.display()), 2)
             .await
             .unwrap();
+        db.writes.set_wal_max(4 << 20);
         let payload = "x".repeat(4096);
         for i in 0..3_000 {
             let event = DomainEvent::new("x", serde_json::json!({ "i": i, "p": payload }));

@@ -187,6 +187,11 @@ pub struct NotifyArgs {
     /// Seconds of publishing.
     #[arg(long, default_value_t = 10)]
     pub duration_s: u64,
+    /// What each publisher sends: admin events (one event each), or REST
+    /// earnings as their users (two events each: `earnings:new` and its
+    /// `notification`; `committed` counts requests).
+    #[arg(long, value_enum, default_value_t = Via::AdminEvent)]
+    pub via: Via,
 }
 
 #[derive(Args, Debug)]

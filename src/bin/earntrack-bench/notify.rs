@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use crate::accounts::Account;
-use crate::cli::NotifyArgs;
+use crate::cli::{NotifyArgs, Via};
 use crate::http::{Request, Rest};
 use crate::now_us;
 use crate::prepare::{prepare, Prepared};
@@ -27,22 +27,36 @@ use crate::streams::{self, drain, Opened, Streams, Totals};
 
 pub async fn run(a: NotifyArgs, run: u64, threads: usize) -> anyhow::Result<()> {
     check_args(&a)?;
-    let p = prepare(&a.common, true, false).await?;
-    let admin = p.admin.clone().context("admin account")?;
+    let via_earnings = a.via == Via::Earnings;
+    let p = prepare(&a.common, !via_earnings, via_earnings).await?;
+    let admin = match a.via {
+        Via::AdminEvent => Some(p.admin.clone().context("admin account")?.token),
+        Via::Earnings => None,
+    };
+    let measured = if via_earnings {
+        "earnings:new"
+    } else {
+        "bench:notify"
+    };
     let Opened {
         streams,
         before,
         connected_rss,
-    } = streams::open_and_settle(&p, "bench:notify", run).await?;
+    } = streams::open_and_settle(&p, measured, run).await?;
     let servers = p.targets.len();
     // The users each server publishes to: in a cluster, those whose
     // streams are on other servers (every delivery crosses servers).
     let spread = servers > 1 && p.users.len() >= servers;
     let candidates = candidates(&p, &streams, spread)?;
     let timeout = Duration::from_secs(p.common.request_timeout_s.max(1));
-    let variant = format!("{} publishers, {servers} server(s)", a.publishers);
+    let what = if via_earnings {
+        "REST earnings"
+    } else {
+        "admin events"
+    };
+    let variant = format!("{} publishers, {servers} server(s), {what}", a.publishers);
     eprintln!(
-        "{} publishers sending admin events to single users for {}s through {servers} server(s)",
+        "{} publishers sending {what} to single users for {}s through {servers} server(s)",
         a.publishers, a.duration_s
     );
     let client_cpu0 = procfs::cpu_s("self").unwrap_or(0.0);
@@ -52,7 +66,7 @@ pub async fn run(a: NotifyArgs, run: u64, threads: usize) -> anyhow::Result<()> 
         &p,
         &streams,
         candidates,
-        admin.token,
+        admin,
         run,
         a.duration_s,
     ));
@@ -73,6 +87,7 @@ pub async fn run(a: NotifyArgs, run: u64, threads: usize) -> anyhow::Result<()> 
     let mut r = base_report(&p, "notify", &variant, threads);
     r.set("publishers", a.publishers);
     r.set("duration_s", a.duration_s);
+    r.set("via", what);
     committed_fields(&mut r, &publishing, sent.ok, a.duration_s, publish_s);
     r.set("cross_server", spread);
     client_fields(&mut r, &p, client_cpu0);
@@ -125,8 +140,10 @@ struct Publishing {
     shared: Arc<sse::Shared>,
     /// Per server: the users its publishers send to.
     candidates: Vec<Vec<usize>>,
-    /// The admin's.
-    token: Arc<str>,
+    /// The admin's (admin events), or none (each user writes as themselves).
+    admin: Option<Arc<str>>,
+    /// Today, for the earnings' date.
+    date: String,
     run: u64,
     started: Instant,
     /// No event is sent after this.
@@ -179,7 +196,7 @@ impl Publishing {
         p: &Prepared,
         streams: &Streams,
         candidates: Vec<Vec<usize>>,
-        token: Arc<str>,
+        admin: Option<Arc<str>>,
         run: u64,
         duration_s: u64,
     ) -> Publishing {
@@ -188,7 +205,8 @@ impl Publishing {
             users: p.users.clone(),
             shared: streams.shared.clone(),
             candidates,
-            token,
+            admin,
+            date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
             run,
             started,
             end: (started + Duration::from_secs(duration_s)).min(p.deadline),
@@ -218,21 +236,37 @@ impl Publishing {
     async fn publish_one(&self, server: usize, rest: &Rest, user: usize) -> bool {
         let receivers = self.shared.user_streams[user].load(Ordering::Relaxed) as u64;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let account = &self.users[user];
+        let (path, token, ok_status) = match &self.admin {
+            Some(admin) => ("/api/admin/events", admin, 202),
+            None => ("/api/earnings", &account.token, 201),
+        };
         let req = Request {
             method: "POST",
-            path: "/api/admin/events",
-            token: Some(&self.token),
+            path,
+            token: Some(token),
         };
         let mut sent_us = 0;
         let result = rest
             .send(req, || {
                 sent_us = now_us();
-                Some(admin_event_body(
-                    json!({ "user": self.users[user].id }),
-                    "bench:notify",
-                    self.run,
-                    seq,
-                ))
+                Some(match self.admin {
+                    Some(_) => admin_event_body(
+                        json!({ "user": account.id }),
+                        "bench:notify",
+                        self.run,
+                        seq,
+                    ),
+                    None => json!({
+                        "platformId": account.platform,
+                        "date": self.date,
+                        "hours": 1,
+                        "amount": 12.5,
+                        "notes": sse::bench_notes(self.run, seq, sent_us),
+                    })
+                    .to_string()
+                    .into_bytes(),
+                })
             })
             .await;
         let took = now_us().saturating_sub(sent_us);
@@ -240,7 +274,7 @@ impl Publishing {
             .sent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .record(result, took, 202);
+            .record(result, took, ok_status);
         if ok {
             self.expected.fetch_add(receivers, Ordering::Relaxed);
             self.published[server].fetch_add(1, Ordering::Relaxed);
