@@ -17,7 +17,7 @@ use crate::http::{Request, Rest};
 use crate::now_us;
 use crate::prepare::{prepare, Prepared};
 use crate::procfs;
-use crate::publish::{admin_event_body, Sent};
+use crate::publish::{admin_event_body, earning_body, Sent};
 use crate::report::{
     base_report, client_fields, delivery_fields, emit, per_s, percentile_ms, round2,
     server_cpu_field, server_fields, stream_fields, Report,
@@ -257,15 +257,7 @@ impl Publishing {
                         self.run,
                         seq,
                     ),
-                    None => json!({
-                        "platformId": account.platform,
-                        "date": self.date,
-                        "hours": 1,
-                        "amount": 12.5,
-                        "notes": sse::bench_notes(self.run, seq, sent_us),
-                    })
-                    .to_string()
-                    .into_bytes(),
+                    None => earning_body(account, &self.date, self.run, seq, sent_us),
                 })
             })
             .await;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 
+use crate::accounts::Account;
 use crate::http;
 use crate::now_us;
 use crate::report::{percentile_ms, Report};
@@ -19,6 +20,20 @@ pub fn admin_event_body(target: Value, event: &str, run: u64, seq: u32) -> Vec<u
         "target": target,
         "event": event,
         "data": { "sentAt": now_us(), "seq": seq, "run": run },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// An earning of `account` on `date` whose notes carry the bench's
+/// timestamp (`sent_us`), sequence number and run id.
+pub fn earning_body(account: &Account, date: &str, run: u64, seq: u32, sent_us: u64) -> Vec<u8> {
+    json!({
+        "platformId": account.platform,
+        "date": date,
+        "hours": 1,
+        "amount": 12.5,
+        "notes": crate::sse::bench_notes(run, seq, sent_us),
     })
     .to_string()
     .into_bytes()

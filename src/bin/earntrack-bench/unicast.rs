@@ -17,7 +17,7 @@ use crate::http::{Request, Rest};
 use crate::now_us;
 use crate::prepare::{prepare, Prepared};
 use crate::procfs;
-use crate::publish::{admin_event_body, wait_in_flight, Sent};
+use crate::publish::{admin_event_body, earning_body, wait_in_flight, Sent};
 use crate::report::{
     base_report, client_fields, cluster_fields, delivery_fields, emit, per_s, server_cpu_field,
     server_fields, stream_fields,
@@ -245,14 +245,6 @@ impl Sender {
                 seq,
             );
         }
-        json!({
-            "platformId": account.platform,
-            "date": self.date,
-            "hours": 1,
-            "amount": 12.5,
-            "notes": sse::bench_notes(self.run, seq, sent_us),
-        })
-        .to_string()
-        .into_bytes()
+        earning_body(account, &self.date, self.run, seq, sent_us)
     }
 }
