@@ -16,6 +16,11 @@
 #      as a random user, two events per request), then the admin events with
 #      synchronous_commit=off on the bench database
 #      (diagnostic: how much of the ceiling is the WAL flush)
+#   e  the write ceiling against publishers: 1 server, admin events from
+#      1, 2, 4, 8, 16 and 32 publishers (BENCH_E_PUBLISHERS), labelled by
+#      bus; docs/write-ceiling.svg is drawn from every `ceiling-*` line of
+#      the results (run once per bus, and once with a pre-bus build, see
+#      README)
 #   d  6 servers, 100,000 streams (about 16,700 per server and per bench
 #      process: both sides have 20,000 open files per process), one broadcast
 #      every 2 s (5 in all) published by one process through server 1; skipped
@@ -42,6 +47,10 @@ ONLY="${1:-}"
 # puts them on Redis (labels say which).
 BUS=postgres
 [[ -n "${EARNTRACK_BUS_URL:-}" ]] && BUS=redis
+# Another build's server (EARNTRACK_SERVER_BIN=path), under a label of its
+# own (BENCH_BUS_LABEL, e.g. notify-in-commit for a build from before the
+# bus): the load tool stays this tree's.
+BUS="${BENCH_BUS_LABEL:-$BUS}"
 DB="earntrack_bench_$$"
 DB_URL="postgres://postgres@127.0.0.1:5432/$DB"
 PSQL=(psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -qAt)
@@ -58,7 +67,7 @@ cargo build --release --bins
 target_dir="$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 # Copies: a rebuild while this runs changes nothing here.
-cp "$target_dir/release/earntrack" "$BENCH_DIR/earntrack-server"
+cp "${EARNTRACK_SERVER_BIN:-$target_dir/release/earntrack}" "$BENCH_DIR/earntrack-server"
 cp "$target_dir/release/earntrack-bench" "$BENCH_DIR/earntrack-bench"
 BENCH="$BENCH_DIR/earntrack-bench"
 ulimit -n 20000
@@ -220,7 +229,7 @@ notify_run() { # label servers [load-tool args]
     SAMPLER_PID=$!
     cpu0=$(pg_cpu_s)
     bench "$label" notify --url "$(urls "$count")" --server-pid "$(pids)" \
-        --streams "$USERS" --publishers 16 --duration-s 10 --settle-s 5 --max-runtime-s 600 "$@"
+        --streams "$USERS" --publishers "${PUBLISHERS:-16}" --duration-s 10 --settle-s 5 --max-runtime-s 600 "$@"
     cpu1=$(pg_cpu_s)
     stop_pid "$SAMPLER_PID"
     SAMPLER_PID=""
@@ -265,6 +274,15 @@ if run c; then
     notify_run "cluster-notify-1-async-$BUS" 1
     notify_run "cluster-notify-3-async-$BUS" 3
     "${PSQL[@]}" -d test -c "ALTER DATABASE $DB RESET synchronous_commit"
+fi
+
+if run e; then
+    for p in ${BENCH_E_PUBLISHERS:-1 2 4 8 16 32}; do
+        PUBLISHERS=$p notify_run "ceiling-$BUS-p$p" 1
+    done
+    grep '"label":"ceiling-' "$RESULTS" >"$BENCH_DIR/ceiling.jsonl" || true
+    "$BENCH" plot --input "$BENCH_DIR/ceiling.jsonl" --output docs/write-ceiling.svg \
+        --title "Write ceiling of one server on PostgreSQL, by bus"
 fi
 
 if run d; then

@@ -1,7 +1,9 @@
 //! `earntrack-bench plot`: two charts in one hand-written SVG from the JSON
 //! lines of several runs — publish-to-delivery latency (p50 dashed, p99
 //! solid) per mode against N streams, and the server's RSS per stream
-//! against N.
+//! against N. From `notify` runs only: committed events/s and delivery p99
+//! against the number of publishers, one line per run label (less its
+//! `-p<N>` suffix: the bus, or NOTIFY inside the commit).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -26,6 +28,7 @@ struct Series {
 
 struct Chart {
     title: String,
+    x_label: String,
     y_label: String,
     series: Vec<Series>,
 }
@@ -113,9 +116,64 @@ fn render(title: &str, runs: &[Value]) -> String {
     svg
 }
 
+/// The write ceiling against publishers (`notify` runs, e.g. from
+/// `bench/cluster.sh e`): committed events/s (a REST write commits two) and
+/// delivery p99, one line per label.
+fn ceiling_charts(runs: &[Value]) -> [Chart; 2] {
+    let mut events: Vec<Series> = Vec::new();
+    let mut latency: Vec<Series> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for run in runs {
+        let Some(publishers) = run.get("publishers").and_then(Value::as_u64) else {
+            continue;
+        };
+        let label = run.get("label").and_then(Value::as_str).unwrap_or("?");
+        let name = match label.rsplit_once("-p") {
+            Some((base, n)) if n.parse::<u64>().is_ok() => base.to_owned(),
+            _ => label.to_owned(),
+        };
+        let color = match names.iter().position(|n| *n == name) {
+            Some(i) => i,
+            None => {
+                names.push(name.clone());
+                names.len() - 1
+            }
+        };
+        let per_request = if run.get("via").and_then(Value::as_str) == Some("REST earnings") {
+            2.0
+        } else {
+            1.0
+        };
+        if let Some(committed) = run.get("committed_per_s").and_then(Value::as_f64) {
+            let y = committed * per_request;
+            add(&mut events, name.clone(), false, color, publishers, y);
+        }
+        if let Some(p99) = run.get("p99_ms").and_then(Value::as_f64) {
+            add(&mut latency, name, false, color, publishers, p99);
+        }
+    }
+    [
+        Chart {
+            title: "Committed events per second".into(),
+            x_label: "publishers sending back to back".into(),
+            y_label: "events/s".into(),
+            series: events,
+        },
+        Chart {
+            title: "Publish-to-delivery p99".into(),
+            x_label: "publishers sending back to back".into(),
+            y_label: "ms".into(),
+            series: latency,
+        },
+    ]
+}
+
 /// Latency (p99 solid, p50 dashed, one color per mode and variant) and RSS
 /// per stream (one color per mode) against N.
 fn charts(runs: &[Value]) -> [Chart; 2] {
+    if runs.iter().all(|r| r["mode"] == "notify") {
+        return ceiling_charts(runs);
+    }
     let mut latency: Vec<Series> = Vec::new();
     let mut rss: Vec<Series> = Vec::new();
     let mut colors: Vec<String> = Vec::new();
@@ -145,11 +203,13 @@ fn charts(runs: &[Value]) -> [Chart; 2] {
     [
         Chart {
             title: "Publish-to-delivery latency".into(),
+            x_label: "streams (N)".into(),
             y_label: "ms".into(),
             series: latency,
         },
         Chart {
             title: "Server RSS per stream".into(),
+            x_label: "streams (N)".into(),
             y_label: "KiB".into(),
             series: rss,
         },
@@ -280,7 +340,7 @@ fn draw_chart(svg: &mut String, chart: &Chart, x0: f64, y0: f64, w: f64, h: f64,
         y_top: (y_max / y_step).ceil().max(1.0) * y_step,
     };
     draw_grid(svg, &frame);
-    draw_axes(svg, &frame, x0, &chart.y_label);
+    draw_axes(svg, &frame, x0, &chart.x_label, &chart.y_label);
     draw_series(svg, chart, &frame);
     draw_legend(svg, chart, &frame);
 }
@@ -324,15 +384,16 @@ fn draw_grid(svg: &mut String, f: &Frame) {
 }
 
 /// The plot's border and the axes' labels.
-fn draw_axes(svg: &mut String, f: &Frame, x0: f64, y_label: &str) {
+fn draw_axes(svg: &mut String, f: &Frame, x0: f64, x_label: &str, y_label: &str) {
     let (px, py, pw, ph) = (f.px, f.py, f.pw, f.ph);
     let _ = writeln!(
         svg,
         r##"<rect x="{px}" y="{py}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>
-<text x="{}" y="{}" text-anchor="middle">streams (N)</text>
+<text x="{}" y="{}" text-anchor="middle">{}</text>
 <text x="{}" y="{}" text-anchor="middle" transform="rotate(-90 {} {})">{}</text>"##,
         px + pw / 2.0,
         py + ph + 36.0,
+        escape(x_label),
         x0 + 18.0,
         py + ph / 2.0,
         x0 + 18.0,
