@@ -39,8 +39,8 @@ pub enum Backend {
 pub struct Db {
     /// Readers. On SQLite (WAL) they run beside the writer.
     pub read: AnyPool,
-    /// Statements outside the writer's units: migrations, the meta row and
-    /// the admin CLI, each a statement of its own
+    /// Statements outside the writer's units: migrations, the meta row,
+    /// presence heartbeats and the admin CLI, each a statement of its own
     /// (on SQLite they wait for the writer thread's lock, `busy_timeout`).
     /// On SQLite a pool of one connection; on PostgreSQL the same pool as
     /// `read`.

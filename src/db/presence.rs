@@ -3,60 +3,73 @@
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use super::exec::Exec;
-use crate::args;
-
-pub async fn heartbeat(conn: &mut dyn Exec, server: &str, now: i64) -> Result<(), sqlx::Error> {
-    conn.execute(
+pub async fn heartbeat(
+    conn: &mut AnyConnection,
+    server: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
         "INSERT INTO servers (id, heartbeat_at) VALUES ($1, $2) \
          ON CONFLICT (id) DO UPDATE SET heartbeat_at = $2",
-        args![server, now],
     )
+    .bind(server)
+    .bind(now)
+    .execute(conn)
     .await?;
     Ok(())
 }
 
 /// Set this server's stream count for `user` (0 removes the row).
 pub async fn set(
-    conn: &mut dyn Exec,
+    conn: &mut AnyConnection,
     server: &str,
     user: Uuid,
     streams: i64,
 ) -> Result<(), sqlx::Error> {
     if streams == 0 {
-        conn.execute(
-            "DELETE FROM presence WHERE server_id = $1 AND user_id = $2",
-            args![server, user],
-        )
-        .await?;
+        sqlx::query("DELETE FROM presence WHERE server_id = $1 AND user_id = $2")
+            .bind(server)
+            .bind(user.to_string())
+            .execute(conn)
+            .await?;
     } else {
-        conn.execute(
+        sqlx::query(
             "INSERT INTO presence (server_id, user_id, streams) VALUES ($1, $2, $3) \
              ON CONFLICT (server_id, user_id) DO UPDATE SET streams = $3",
-            args![server, user, streams],
         )
+        .bind(server)
+        .bind(user.to_string())
+        .bind(streams)
+        .execute(conn)
         .await?;
     }
     Ok(())
 }
 
 /// Remove servers whose heartbeat is older than `cutoff`, and their rows.
-pub async fn forget_dead(conn: &mut dyn Exec, cutoff: i64) -> Result<(), sqlx::Error> {
-    conn.execute(
+pub async fn forget_dead(conn: &mut AnyConnection, cutoff: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
         "DELETE FROM presence WHERE server_id IN (SELECT id FROM servers WHERE heartbeat_at < $1)",
-        args![cutoff],
     )
+    .bind(cutoff)
+    .execute(&mut *conn)
     .await?;
-    conn.execute("DELETE FROM servers WHERE heartbeat_at < $1", args![cutoff])
+    sqlx::query("DELETE FROM servers WHERE heartbeat_at < $1")
+        .bind(cutoff)
+        .execute(conn)
         .await?;
     Ok(())
 }
 
 /// Remove this server (clean shutdown).
-pub async fn leave(conn: &mut dyn Exec, server: &str) -> Result<(), sqlx::Error> {
-    conn.execute("DELETE FROM presence WHERE server_id = $1", args![server])
+pub async fn leave(conn: &mut AnyConnection, server: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM presence WHERE server_id = $1")
+        .bind(server)
+        .execute(&mut *conn)
         .await?;
-    conn.execute("DELETE FROM servers WHERE id = $1", args![server])
+    sqlx::query("DELETE FROM servers WHERE id = $1")
+        .bind(server)
+        .execute(conn)
         .await?;
     Ok(())
 }

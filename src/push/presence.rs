@@ -8,29 +8,16 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::hub::Hub;
-use crate::db::exec::Exec;
 use crate::db::{presence, Db};
 use crate::domain::time::now_ms;
 
 /// A server silent for this long counts as dead.
 pub const DEAD_AFTER: Duration = Duration::from_secs(15);
 const SYNC_EVERY: Duration = Duration::from_millis(500);
-/// Users whose counts one writer unit sets.
-const SYNC_CHUNK: usize = 200;
-
-/// A presence write, as a unit of the writer. Presence rows lock no log
-/// stream, so any shard does; one task writes them, one unit at a time.
-async fn write<F>(db: &Db, unit: F) -> Result<(), sqlx::Error>
-where
-    F: for<'c> FnOnce(&'c mut dyn Exec) -> BoxFuture<'c, Result<(), sqlx::Error>> + Send + 'static,
-{
-    db.writes.run(0, unit, |_| {}).await
-}
 
 #[derive(Clone)]
 pub struct Presence {
@@ -88,51 +75,25 @@ impl Presence {
                 }
             }
         }
-        let server = db.server_id.to_string();
-        let _ = write(&db, move |conn| {
-            Box::pin(async move { presence::leave(conn, &server).await })
-        })
-        .await;
+        if let Ok(mut conn) = db.writer().acquire().await {
+            let _ = presence::leave(&mut conn, &db.server_id).await;
+        }
     }
 
-    /// On the writer, in units of at most `SYNC_CHUNK` users: a server
-    /// that just took thousands of streams does not hold up the REST writes
-    /// queued behind it for its whole list.
     async fn sync(&self, db: &Db) -> Result<(), sqlx::Error> {
         let changed = self.hub.take_changed();
-        let server = db.server_id.to_string();
-        let cutoff = Self::cutoff() - DEAD_AFTER.as_millis() as i64;
-        let beat = server.clone();
-        write(db, move |conn| {
-            Box::pin(async move {
-                presence::heartbeat(conn, &beat, now_ms()).await?;
-                presence::forget_dead(conn, cutoff).await
-            })
-        })
-        .await?;
-        for (i, chunk) in changed.chunks(SYNC_CHUNK).enumerate() {
-            let counts: Vec<(Uuid, i64)> = chunk
-                .iter()
-                .map(|u| (*u, self.hub.user_streams(*u) as i64))
-                .collect();
-            let server = server.clone();
-            let done = write(db, move |conn| {
-                Box::pin(async move {
-                    for (user, n) in &counts {
-                        presence::set(conn, &server, *user, *n).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .await;
-            if let Err(err) = done {
-                // Try again at the next tick rather than lose the changes.
-                for user in &changed[i * SYNC_CHUNK..] {
+        let mut conn = db.writer().acquire().await?;
+        presence::heartbeat(&mut conn, &db.server_id, now_ms()).await?;
+        for user in &changed {
+            let n = self.hub.user_streams(*user) as i64;
+            if let Err(err) = presence::set(&mut conn, &db.server_id, *user, n).await {
+                // Try again at the next tick rather than lose the change.
+                for user in &changed {
                     self.hub.mark_changed(*user);
                 }
                 return Err(err);
             }
         }
-        Ok(())
+        presence::forget_dead(&mut conn, Self::cutoff() - DEAD_AFTER.as_millis() as i64).await
     }
 }
