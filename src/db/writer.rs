@@ -198,7 +198,24 @@ fn gather(first: Box<dyn Job>, rx: &mut mpsc::Receiver<Box<dyn Job>>) -> Vec<Box
     batch
 }
 
-fn answer(batch: Vec<Box<dyn Job>>, committed: Result<(), sqlx::Error>) {
+/// A batch that holds the writer this long is logged: every unit queued
+/// behind it waited as long.
+const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(50);
+
+fn answer(
+    batch: Vec<Box<dyn Job>>,
+    committed: Result<(), sqlx::Error>,
+    started: std::time::Instant,
+) {
+    let took = started.elapsed();
+    metrics::histogram!("earntrack_write_batch_seconds").record(took.as_secs_f64());
+    if took >= SLOW_BATCH {
+        tracing::warn!(
+            units = batch.len(),
+            took_ms = took.as_millis() as u64,
+            "slow write batch"
+        );
+    }
     let committed = committed.map_err(|err| {
         tracing::error!(error = %err, units = batch.len(), "a writer's commit failed");
         err.to_string()
@@ -268,6 +285,7 @@ fn sqlite_writer(
         .build()
         .expect("a current-thread runtime");
     while let Some(first) = rx.blocking_recv() {
+        let started = std::time::Instant::now();
         let mut batch = gather(first, &mut rx);
         let exec: &mut dyn Exec = &mut conn;
         let committed = runtime.block_on(async {
@@ -283,13 +301,14 @@ fn sqlite_writer(
             }
             end.map(drop)
         });
-        answer(batch, committed);
+        answer(batch, committed, started);
         wal.bound(&conn);
     }
 }
 
 async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     while let Some(first) = rx.recv().await {
+        let started = std::time::Instant::now();
         let mut batch = gather(first, &mut rx);
         let committed = async {
             // Dropped uncommitted (an error), the transaction rolls back.
@@ -300,7 +319,7 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
             }
         }
         .await;
-        answer(batch, committed);
+        answer(batch, committed, started);
     }
 }
 

@@ -59,6 +59,18 @@ fn describe_metrics() {
         "earntrack_http_request_duration_seconds",
         "HTTP request latency by method and route template"
     );
+    describe_histogram!(
+        "earntrack_write_batch_seconds",
+        "How long the writer held one batch of write units (begin to commit and answers)"
+    );
+    describe_histogram!(
+        "earntrack_group_commit_requests",
+        "Write units that shared one commit"
+    );
+    describe_histogram!(
+        "earntrack_wal_restart_checkpoint_seconds",
+        "SQLite: the writer's own checkpoint past EARNTRACK_SQLITE_WAL_MAX_MB"
+    );
     gauge!("earntrack_open_streams").set(0.0);
     gauge!("earntrack_hub_channels").set(0.0);
     for topic in ["earnings", "notifications", "other"] {
