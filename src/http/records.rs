@@ -125,7 +125,6 @@ async fn create<R: Table>(
     let key = idempotency_key(&headers)?.map(|k| format!("{}:{k}", R::KIND));
     let new = R::parse_new(&body).map_err(ApiError::Validation)?;
     let user = me.id;
-    let stored_key = key.clone();
     let created = app
         .publisher
         .write(&StreamKey::User(user), move |tx| {
@@ -147,7 +146,9 @@ async fn create<R: Table>(
                     {
                         // A concurrent retry with the same key won: this
                         // unit rolls back, and answers as that one did.
-                        Err(err) if is_unique_violation(&err) => return Err(CreateFailed::Raced),
+                        Err(err) if is_unique_violation(&err) => {
+                            return Err(CreateFailed::Raced(key.clone()))
+                        }
                         other => other?,
                     }
                 }
@@ -161,8 +162,7 @@ async fn create<R: Table>(
             Ok((StatusCode::CREATED, Json(body)).into_response())
         }
         Ok(Created::Replayed(stored)) => Ok(replayed(stored)),
-        Err(CreateFailed::Raced) => {
-            let key = stored_key.unwrap_or_default();
+        Err(CreateFailed::Raced(key)) => {
             let mut conn = app.db.read.acquire().await?;
             let stored = idempotency::find(&mut *conn, user, &key)
                 .await?
@@ -181,8 +181,8 @@ enum Created {
 
 enum CreateFailed {
     Api(ApiError),
-    /// Another request with the same `Idempotency-Key` committed first.
-    Raced,
+    /// Another request with this `Idempotency-Key` committed first.
+    Raced(String),
 }
 
 impl From<ApiError> for CreateFailed {
