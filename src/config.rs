@@ -188,8 +188,9 @@ pub struct Config {
 
     /// The cluster bus: unset, servers tell each other about events with
     /// PostgreSQL NOTIFY (after commit); `redis://host:6379` uses Redis
-    /// pub/sub instead. PostgreSQL stays the event log either way. (It may
-    /// hold a password: kept as a secret, never logged.)
+    /// pub/sub instead, `nats://host:4222` NATS core pub/sub. PostgreSQL
+    /// stays the event log either way. (It may hold a password: kept as a
+    /// secret, never logged.)
     #[arg(long, env = "EARNTRACK_BUS_URL")]
     pub bus_url: Option<Secret>,
 

@@ -1,8 +1,9 @@
 //! The cluster bus: how servers sharing one database tell each other about
 //! committed events. The event log is the truth; a bus message is a hint.
-//! The same rules hold on either transport (`Transport`): PostgreSQL
-//! LISTEN/NOTIFY (the default, no other moving part) or Redis pub/sub
-//! (`EARNTRACK_BUS_URL=redis://…`, the original design's "Redis adapter").
+//! The same rules hold on every transport (`Transport`): PostgreSQL
+//! LISTEN/NOTIFY (the default, no other moving part), Redis pub/sub
+//! (`EARNTRACK_BUS_URL=redis://…`, the original design's "Redis adapter")
+//! or NATS core pub/sub (`EARNTRACK_BUS_URL=nats://…`).
 //!
 //! - A write transaction only appends to the log. After it commits, the
 //!   publishing server delivers its events locally at once and queues them
@@ -17,13 +18,14 @@
 //!   the log's high-water marks of the last moments every `CHECK_EVERY`
 //!   and sends the feeds of any stream it has not heard up to date to the
 //!   log. The bound is `GRACE + CHECK_EVERY` (under a second).
-//! - A payload stays under NOTIFY's 8000-byte limit (on both transports); an
+//! - A payload stays under NOTIFY's 8000-byte limit (on every transport); an
 //!   event too large for it travels as its (stream, seq) only, and the
 //!   listener reads the rest from the log.
 //! - The listener reconnects with backoff when its connection drops. While
 //!   it is down `/readyz` says 503; once it is back every local feed re-reads
 //!   the log after its own position (`Hub::resync_all`), so nothing committed
-//!   meanwhile is lost.
+//!   meanwhile is lost. A transport must let a drop be seen: NATS's client,
+//!   which would reconnect quietly, ends at its first one instead (`nats`).
 //! - Control messages (force-disconnect, room membership) travel on a second
 //!   channel, sent after their change commits.
 
@@ -75,22 +77,24 @@ struct ControlNote {
     m: Control,
 }
 
-/// The two channels, on either transport.
+/// The two channels, on every transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
     Events,
     Control,
 }
 
-/// What carries the hints: PostgreSQL's LISTEN/NOTIFY or Redis pub/sub.
+/// What carries the hints: PostgreSQL's LISTEN/NOTIFY, Redis pub/sub or
+/// NATS core pub/sub.
 #[derive(Clone, Debug)]
 pub enum Transport {
     Postgres { url: String },
     Redis { url: String },
+    Nats { url: String },
 }
 
 impl Transport {
-    /// PostgreSQL unless `bus_url` names a Redis server.
+    /// PostgreSQL unless `bus_url` names a Redis or a NATS server.
     pub fn from_config(database_url: &str, bus_url: Option<&str>) -> anyhow::Result<Transport> {
         match bus_url.filter(|u| !u.is_empty()) {
             None => Ok(Transport::Postgres {
@@ -101,7 +105,14 @@ impl Transport {
                     url: url.to_owned(),
                 })
             }
-            Some(_) => anyhow::bail!("EARNTRACK_BUS_URL must start with redis:// or rediss://"),
+            Some(url) if url.starts_with("nats://") || url.starts_with("tls://") => {
+                Ok(Transport::Nats {
+                    url: url.to_owned(),
+                })
+            }
+            Some(_) => anyhow::bail!(
+                "EARNTRACK_BUS_URL must start with redis://, rediss://, nats:// or tls://"
+            ),
         }
     }
 
@@ -109,6 +120,7 @@ impl Transport {
         match self {
             Transport::Postgres { .. } => "postgres",
             Transport::Redis { .. } => "redis",
+            Transport::Nats { .. } => "nats",
         }
     }
 
@@ -120,6 +132,9 @@ impl Transport {
             Transport::Redis { url } => {
                 Publisher::Redis(super::redis::Publisher::connect(url, &bus.db.log_id).await?)
             }
+            Transport::Nats { url } => Publisher::Nats(
+                super::nats::Publisher::connect(url, &bus.db.log_id, &bus.db.server_id).await?,
+            ),
         })
     }
 
@@ -131,6 +146,9 @@ impl Transport {
             Transport::Redis { url } => {
                 Subscriber::Redis(super::redis::Subscriber::connect(url, &bus.db.log_id).await?)
             }
+            Transport::Nats { url } => Subscriber::Nats(
+                super::nats::Subscriber::connect(url, &bus.db.log_id, &bus.db.server_id).await?,
+            ),
         })
     }
 }
@@ -138,6 +156,7 @@ impl Transport {
 enum Publisher {
     Postgres(super::postgres::Notifier),
     Redis(super::redis::Publisher),
+    Nats(super::nats::Publisher),
 }
 
 impl Publisher {
@@ -145,6 +164,7 @@ impl Publisher {
         match self {
             Publisher::Postgres(p) => p.send(channel, payload).await,
             Publisher::Redis(p) => p.send(channel, payload).await,
+            Publisher::Nats(p) => p.send(channel, payload).await,
         }
     }
 }
@@ -152,6 +172,7 @@ impl Publisher {
 enum Subscriber {
     Postgres(super::postgres::Listener),
     Redis(super::redis::Subscriber),
+    Nats(super::nats::Subscriber),
 }
 
 impl Subscriber {
@@ -160,6 +181,7 @@ impl Subscriber {
         match self {
             Subscriber::Postgres(s) => s.recv().await,
             Subscriber::Redis(s) => s.recv().await,
+            Subscriber::Nats(s) => s.recv().await,
         }
     }
 }
@@ -583,6 +605,19 @@ mod tests {
             }
         }
         assert_eq!(seqs, (1..=61).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_bus_url_picks_the_transport_by_its_scheme() {
+        let pick = |bus| Transport::from_config("postgres://db", bus).map(|t| t.name());
+        assert_eq!(pick(None).unwrap(), "postgres");
+        assert_eq!(pick(Some("")).unwrap(), "postgres");
+        assert_eq!(pick(Some("redis://r:6379/")).unwrap(), "redis");
+        assert_eq!(pick(Some("rediss://r:6380/")).unwrap(), "redis");
+        assert_eq!(pick(Some("nats://n:4222")).unwrap(), "nats");
+        assert_eq!(pick(Some("tls://n:4222")).unwrap(), "nats");
+        let refused = pick(Some("amqp://q")).unwrap_err().to_string();
+        assert!(refused.contains("nats://"), "{refused}");
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Brokers carry committed frames to the hubs. On one server the memory
 //! broker hands them straight to the local hub; a cluster's broker also
 //! tells the other servers, on the bus (`bus`: PostgreSQL NOTIFY by
-//! default, or Redis pub/sub). Either way there is one delivery path:
-//! publisher -> broker -> hub(s).
+//! default, or Redis or NATS pub/sub). Either way there is one delivery
+//! path: publisher -> broker -> hub(s).
 
 pub mod bus;
+pub mod nats;
 pub mod postgres;
 pub mod redis;
 
