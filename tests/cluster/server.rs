@@ -9,7 +9,9 @@
 //!   cluster goes; before the database, so they are not left retrying it.
 //! - The bus is PostgreSQL's unless `EARNTRACK_TEST_BUS=redis`, which runs
 //!   the same tests on Redis pub/sub (`REDIS_URL`, default
-//!   redis://127.0.0.1:6379/); `.ci/run` runs the suite both ways.
+//!   redis://127.0.0.1:6379/), or `EARNTRACK_TEST_BUS=nats`, on NATS core
+//!   pub/sub (`NATS_URL`, default nats://127.0.0.1:4222); `.ci/run` runs
+//!   the suite all three ways.
 //! - At most `PARALLEL` clusters run at once: every server holds a few
 //!   connections of a PostgreSQL with 100 in all, and tests that measure
 //!   latency should not fight over two CPUs with ten others.
@@ -323,17 +325,18 @@ impl Drop for Cluster {
     }
 }
 
-/// What every server of a cluster runs with, then the test's `env`.
 /// The bus the cluster tests run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BusKind {
     Postgres,
     Redis,
+    Nats,
 }
 
 pub fn bus_kind() -> BusKind {
     match std::env::var("EARNTRACK_TEST_BUS").as_deref() {
         Ok("redis") => BusKind::Redis,
+        Ok("nats") => BusKind::Nats,
         _ => BusKind::Postgres,
     }
 }
@@ -343,6 +346,13 @@ pub fn redis_url() -> String {
         .ok()
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "redis://127.0.0.1:6379/".to_owned())
+}
+
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned())
 }
 
 /// True (after saying so) when this test is about the PostgreSQL bus's own
@@ -359,6 +369,7 @@ pub fn skip_unless_postgres_bus() -> bool {
     true
 }
 
+/// What every server of a cluster runs with, then the test's `env`.
 fn server_env<'a>(database_url: &'a str, env: &[(&'a str, &'a str)]) -> Vec<(String, String)> {
     let mut all: Vec<(String, String)> = vec![
         ("DATABASE_URL", database_url),
@@ -371,8 +382,10 @@ fn server_env<'a>(database_url: &'a str, env: &[(&'a str, &'a str)]) -> Vec<(Str
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    if bus_kind() == BusKind::Redis {
-        all.push(("EARNTRACK_BUS_URL".into(), redis_url()));
+    match bus_kind() {
+        BusKind::Postgres => {}
+        BusKind::Redis => all.push(("EARNTRACK_BUS_URL".into(), redis_url())),
+        BusKind::Nats => all.push(("EARNTRACK_BUS_URL".into(), nats_url())),
     }
     all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     all
