@@ -6,10 +6,13 @@
 #      real socket, a real SSE client)
 #   2. with POSTGRES_URL set: the cluster tests (several real server
 #      processes on one database; they skip, saying so, without it, and in
-#      CI, where CI is set, fail) on the PostgreSQL bus and again on the
-#      Redis bus (REDIS_URL, default redis://127.0.0.1:6379/; skipped, saying
-#      so, when no Redis answers, except in CI), and the same tests/api
-#      suite again on PostgreSQL (a fresh database per test)
+#      CI, where CI is set, fail) on the PostgreSQL bus, again on the Redis
+#      bus (REDIS_URL, default redis://127.0.0.1:6379/) and again on the
+#      NATS bus (NATS_URL, default nats://127.0.0.1:4222; its cut test also
+#      runs a nats-server binary of its own); each of those two is skipped,
+#      saying so, when its server does not answer (or, for NATS, there is no
+#      nats-server binary), except in CI; and the
+#      same tests/api suite again on PostgreSQL (a fresh database per test)
 #   3. schemathesis (in a venv) against /api/openapi.json of a live server
 #   4. the web client in headless Chromium (tests/e2e)
 set -euo pipefail
@@ -50,6 +53,27 @@ if [[ -n "${POSTGRES_URL:-}" ]]; then
         exit 1
     else
         echo "== no Redis at $redis_url: skipping the cluster suite on the Redis bus"
+    fi
+    nats_url="${NATS_URL:-nats://127.0.0.1:4222}"
+    nats_hostport="${nats_url#*://}"
+    nats_hostport="${nats_hostport%%/*}"
+    nats_hostport="${nats_hostport##*@}"
+    [[ "$nats_hostport" == *:* ]] || nats_hostport="$nats_hostport:4222"
+    if ! command -v nats-server >/dev/null 2>&1; then
+        nats_missing="no nats-server binary (the cut test starts one of its own)"
+    elif ! (exec 3<>"/dev/tcp/${nats_hostport%%:*}/${nats_hostport##*:}") 2>/dev/null; then
+        nats_missing="no NATS at $nats_url"
+    else
+        nats_missing=""
+    fi
+    if [[ -z "$nats_missing" ]]; then
+        echo "== tests/cluster on the NATS bus ($nats_url)"
+        EARNTRACK_TEST_BUS=nats NATS_URL="$nats_url" cargo test --test cluster -- --test-threads="$threads"
+    elif [[ -n "${CI:-}" && "${CI}" != false && "${CI}" != 0 ]]; then
+        echo "== $nats_missing in CI: the NATS bus suite cannot be skipped" >&2
+        exit 1
+    else
+        echo "== $nats_missing: skipping the cluster suite on the NATS bus"
     fi
 else
     echo "== POSTGRES_URL unset: skipping the PostgreSQL and cluster suites"
