@@ -282,3 +282,75 @@ async fn tokens_survive_a_restart_on_the_same_database_without_jwt_secret() {
     let (_, hello) = stream.expect("connected").await;
     assert_eq!(hello["userId"], id.as_str());
 }
+
+fn wal_bytes(db: &Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).map_or(0, |m| m.len())
+}
+
+/// A WAL left by a killed process is copied into the database before the
+/// next one serves (its first request must not pay for it), nothing in it
+/// is lost, and a clean stop leaves no WAL behind.
+#[tokio::test]
+async fn a_wal_left_by_a_killed_server_is_folded_in_at_start_and_a_clean_stop_leaves_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("p.db");
+    let secret = Some("process-secret-0123456789abcdefghijkl");
+    let mut first = Server::start(&db, secret).await;
+    let (_, token) = first.register().await;
+    let post = |path: &str, body: serde_json::Value| {
+        first
+            .client
+            .post(first.url(path))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let platform: serde_json::Value = post(
+        "/api/platforms",
+        json!({"name": "Upwork", "color": "#14a800"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    const WRITES: usize = 60;
+    for i in 0..WRITES {
+        let body = json!({"platformId": platform["id"], "date": "2024-01-15", "amount": i + 1});
+        let res = post("/api/earnings", body).await.unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    first.kill();
+    let left = wal_bytes(&db);
+    assert!(
+        left > 256 * 1024,
+        "the killed server left a WAL of {left} bytes"
+    );
+
+    let mut second = Server::start(&db, secret).await;
+    let started = wal_bytes(&db);
+    // The WAL header and the start's own small write, nothing of the old.
+    assert!(
+        started < 64 * 1024,
+        "the WAL at start is {started} bytes (left: {left})"
+    );
+    let earnings: serde_json::Value = second
+        .client
+        .get(second.url("/api/earnings?limit=100"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = earnings["items"].as_array().map_or(0, Vec::len);
+    assert_eq!(listed, WRITES, "{earnings}");
+
+    second.sigterm();
+    let status = second.exits_within(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(wal_bytes(&db), 0, "a clean stop leaves no WAL");
+}
