@@ -43,10 +43,13 @@ BENCH_PUBLISHER_KEY="$EARNTRACK_BENCH_PUBLISHER_KEY"
 BASE_PORT="${BENCH_BASE_PORT:-18190}"   # servers listen on BASE_PORT+1 ...
 USERS="${BENCH_USERS:-2000}"            # argon2: ~25 ms per registration
 ONLY="${1:-}"
-# The bus the servers use: EARNTRACK_BUS_URL=redis://… in the environment
-# puts them on Redis (labels say which).
-BUS=postgres
-[[ -n "${EARNTRACK_BUS_URL:-}" ]] && BUS=redis
+# The bus the servers use: EARNTRACK_BUS_URL=redis://… or nats://… in the
+# environment puts them on Redis or NATS (labels say which).
+case "${EARNTRACK_BUS_URL:-}" in
+    "") BUS=postgres ;;
+    redis*) BUS=redis ;;
+    *) BUS=nats ;;
+esac
 # Another build's server (EARNTRACK_SERVER_BIN=path), under a label of its
 # own (BENCH_BUS_LABEL, e.g. notify-in-commit for a build from before the
 # bus): the load tool stays this tree's.
