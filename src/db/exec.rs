@@ -195,6 +195,12 @@ pub trait Exec: Send {
         sql: &'a str,
         args: Vec<Cell>,
     ) -> BoxFuture<'a, Result<u64, sqlx::Error>>;
+
+    /// PostgreSQL, where a statement can save a round trip that SQLite,
+    /// in process, does not need (a data-changing CTE).
+    fn postgres(&self) -> bool {
+        false
+    }
 }
 
 impl dyn Exec + '_ {
@@ -249,6 +255,10 @@ impl Exec for AnyConnection {
                 .await?
                 .rows_affected())
         })
+    }
+
+    fn postgres(&self) -> bool {
+        self.backend_name() == "PostgreSQL"
     }
 }
 
