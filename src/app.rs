@@ -46,6 +46,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let db = Db::connect(&config.database_url, config.db_pool).await?;
+        db.start_wal().await?;
         db.writes.set_wal_max(config.sqlite_wal_max_mb << 20);
         let secret = match &config.jwt_secret {
             // A short secret can be guessed, and whoever guesses it mints

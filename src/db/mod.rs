@@ -103,9 +103,6 @@ impl Db {
         };
         db.migrate().await?;
         db.log_id = Arc::from(db.meta_once("log_id", &random_hex(6)).await?);
-        if backend == Backend::Sqlite {
-            db.start_wal().await?;
-        }
         Ok(db)
     }
 
@@ -136,18 +133,18 @@ impl Db {
             .context("reading meta")
     }
 
-    /// Copy the WAL into the database file without holding up the writer
-    /// (`PASSIVE` takes no write lock), on a reader connection. SQLite only;
-    /// run every 100 ms by the checkpointer task. Frames some reader still
-    /// needs are left for a later run.
-    /// SQLite, before serving: copy whatever an earlier process left in the
+    /// SQLite, before the server serves (not for the admin CLI, which may
+    /// run beside a live server): copy whatever an earlier process left in the
     /// WAL into the database and empty the file, then write once. A WAL
     /// that starts over costs its first commit an fsync of the new WAL
     /// header (WAL mode with synchronous = NORMAL syncs only there and at
     /// checkpoints), 20-40 ms on this disk; paid here it is not paid by the
     /// first request, and a 100 MB file left behind is not copied back by
     /// the checkpointer while the first streams connect.
-    async fn start_wal(&self) -> anyhow::Result<()> {
+    pub async fn start_wal(&self) -> anyhow::Result<()> {
+        if self.backend != Backend::Sqlite {
+            return Ok(());
+        }
         self.truncate_wal().await?;
         sqlx::query(
             "INSERT INTO meta (key, value) VALUES ('opened_at', $1) \
@@ -170,6 +167,10 @@ impl Db {
         Ok(())
     }
 
+    /// Copy the WAL into the database file without holding up the writer
+    /// (`PASSIVE` takes no write lock), on a reader connection. SQLite only;
+    /// run every 100 ms by the checkpointer task. Frames some reader still
+    /// needs are left for a later run.
     pub async fn checkpoint(&self) -> Result<(), sqlx::Error> {
         let mut conn = self.read.acquire().await?;
         sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
