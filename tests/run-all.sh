@@ -20,7 +20,9 @@ cd "$(dirname "$0")/.."
 
 threads="${TEST_THREADS:-4}"
 
-if [[ -z "${POSTGRES_URL:-}" && -n "${CI:-}" && "${CI}" != false && "${CI}" != 0 ]]; then
+in_ci() { [[ -n "${CI:-}" && "${CI}" != false && "${CI}" != 0 ]]; }
+
+if [[ -z "${POSTGRES_URL:-}" ]] && in_ci; then
     # In CI a skipped suite would pass without testing anything.
     echo "== POSTGRES_URL unset in CI: the PostgreSQL and cluster suites cannot be skipped" >&2
     exit 1
@@ -35,6 +37,31 @@ target_dir="$(cargo metadata --format-version 1 --no-deps |
 # The server binary of the schemathesis and browser suites.
 export EARNTRACK_BIN="$target_dir/debug/earntrack"
 
+# Whether something listens at URL's host:port (scheme, credentials and path
+# dropped; DEFAULT_PORT when it names none).
+answers() { # url default_port
+    local hostport="${1#*://}"
+    hostport="${hostport%%/*}"
+    hostport="${hostport##*@}"
+    [[ "$hostport" == *:* ]] || hostport="$hostport:$2"
+    (exec 3<>"/dev/tcp/${hostport%%:*}/${hostport##*:}") 2>/dev/null
+}
+
+# The cluster suite on one bus, or why not: an error in CI, a skip elsewhere.
+cluster_suite() { # name url missing env...
+    local name=$1 url=$2 missing=$3
+    shift 3
+    if [[ -z "$missing" ]]; then
+        echo "== tests/cluster on the $name bus ($url)"
+        env "$@" cargo test --test cluster -- --test-threads="$threads"
+    elif in_ci; then
+        echo "== $missing in CI: the $name bus suite cannot be skipped" >&2
+        exit 1
+    else
+        echo "== $missing: skipping the cluster suite on the $name bus"
+    fi
+}
+
 echo "== cargo tests: unit, tests/api on SQLite, tests/cluster (needs POSTGRES_URL)"
 cargo test --all-targets -- --test-threads="$threads"
 
@@ -42,39 +69,17 @@ if [[ -n "${POSTGRES_URL:-}" ]]; then
     echo "== tests/api on PostgreSQL"
     EARNTRACK_TEST_BACKEND=postgres cargo test --test api -- --test-threads="$threads"
     redis_url="${REDIS_URL:-redis://127.0.0.1:6379/}"
-    redis_hostport="${redis_url#redis://}"
-    redis_hostport="${redis_hostport%%/*}"
-    redis_hostport="${redis_hostport##*@}"
-    if (exec 3<>"/dev/tcp/${redis_hostport%%:*}/${redis_hostport##*:}") 2>/dev/null; then
-        echo "== tests/cluster on the Redis bus ($redis_url)"
-        EARNTRACK_TEST_BUS=redis REDIS_URL="$redis_url" cargo test --test cluster -- --test-threads="$threads"
-    elif [[ -n "${CI:-}" && "${CI}" != false && "${CI}" != 0 ]]; then
-        echo "== no Redis at $redis_url in CI: the Redis bus suite cannot be skipped" >&2
-        exit 1
-    else
-        echo "== no Redis at $redis_url: skipping the cluster suite on the Redis bus"
-    fi
+    missing=""
+    answers "$redis_url" 6379 || missing="no Redis at $redis_url"
+    cluster_suite Redis "$redis_url" "$missing" EARNTRACK_TEST_BUS=redis REDIS_URL="$redis_url"
     nats_url="${NATS_URL:-nats://127.0.0.1:4222}"
-    nats_hostport="${nats_url#*://}"
-    nats_hostport="${nats_hostport%%/*}"
-    nats_hostport="${nats_hostport##*@}"
-    [[ "$nats_hostport" == *:* ]] || nats_hostport="$nats_hostport:4222"
+    missing=""
     if ! command -v nats-server >/dev/null 2>&1; then
-        nats_missing="no nats-server binary (the cut test starts one of its own)"
-    elif ! (exec 3<>"/dev/tcp/${nats_hostport%%:*}/${nats_hostport##*:}") 2>/dev/null; then
-        nats_missing="no NATS at $nats_url"
-    else
-        nats_missing=""
+        missing="no nats-server binary (the cut test starts one of its own)"
+    elif ! answers "$nats_url" 4222; then
+        missing="no NATS at $nats_url"
     fi
-    if [[ -z "$nats_missing" ]]; then
-        echo "== tests/cluster on the NATS bus ($nats_url)"
-        EARNTRACK_TEST_BUS=nats NATS_URL="$nats_url" cargo test --test cluster -- --test-threads="$threads"
-    elif [[ -n "${CI:-}" && "${CI}" != false && "${CI}" != 0 ]]; then
-        echo "== $nats_missing in CI: the NATS bus suite cannot be skipped" >&2
-        exit 1
-    else
-        echo "== $nats_missing: skipping the cluster suite on the NATS bus"
-    fi
+    cluster_suite NATS "$nats_url" "$missing" EARNTRACK_TEST_BUS=nats NATS_URL="$nats_url"
 else
     echo "== POSTGRES_URL unset: skipping the PostgreSQL and cluster suites"
 fi
