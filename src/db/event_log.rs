@@ -24,6 +24,16 @@ use crate::domain::stream::Position;
 use crate::domain::stream::StreamKey;
 use crate::domain::time::{now_ms, rfc3339};
 
+/// The stream's next sequence number (`$1`: the stream), counted in its
+/// row; a statement of its own on SQLite, the first step of one on
+/// PostgreSQL.
+macro_rules! bump_seq {
+    () => {
+        "INSERT INTO streams (key, seq, low) VALUES ($1, 1, 0) \
+         ON CONFLICT (key) DO UPDATE SET seq = streams.seq + 1 RETURNING seq"
+    };
+}
+
 pub async fn append(
     conn: &mut dyn Exec,
     key: StreamKey,
@@ -36,21 +46,19 @@ pub async fn append(
         // One round trip instead of two: every one is time that the
         // transaction (and the writer holding it) waits for the network.
         conn.fetch_one(
-            "WITH bumped AS (INSERT INTO streams (key, seq, low) VALUES ($1, 1, 0) \
-             ON CONFLICT (key) DO UPDATE SET seq = streams.seq + 1 RETURNING seq) \
-             INSERT INTO event_log (stream, seq, event, envelope, created_at) \
-             SELECT $1, seq, $2, $3, $4 FROM bumped RETURNING seq",
+            concat!(
+                "WITH bumped AS (",
+                bump_seq!(),
+                ") INSERT INTO event_log (stream, seq, event, envelope, created_at) \
+                 SELECT $1, seq, $2, $3, $4 FROM bumped RETURNING seq"
+            ),
             args![&stream, event.name.as_str(), &envelope, now],
         )
         .await?
         .try_get(0)?
     } else {
         let seq = conn
-            .fetch_one(
-                "INSERT INTO streams (key, seq, low) VALUES ($1, 1, 0) \
-                 ON CONFLICT (key) DO UPDATE SET seq = streams.seq + 1 RETURNING seq",
-                args![&stream],
-            )
+            .fetch_one(bump_seq!(), args![&stream])
             .await?
             .try_get(0)?;
         conn.execute(

@@ -36,11 +36,11 @@ pub async fn store(
     Ok(())
 }
 
-/// Keys are kept for a day, like the retry window of most clients.
 /// On the writer, once a minute: by `idempotency_keys_by_age`, so it costs
 /// the aged keys, not a scan of all of them.
 const PRUNE: &str = "DELETE FROM idempotency_keys WHERE created_at < $1";
 
+/// Keys are kept for a day, like the retry window of most clients.
 pub async fn prune(conn: &mut dyn Exec, before_ms: i64) -> Result<u64, sqlx::Error> {
     conn.execute(PRUNE, args![before_ms]).await
 }
