@@ -23,7 +23,9 @@ cargo build --release --bins
 target_dir="$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 release="$target_dir/release"
-cp "$release/earntrack" "$BENCH_DIR/earntrack-server"
+# Another build's server (EARNTRACK_SERVER_BIN=path), to compare two builds
+# in alternating runs on one database.
+cp "${EARNTRACK_SERVER_BIN:-$release/earntrack}" "$BENCH_DIR/earntrack-server"
 ulimit -n 20000
 
 server_pid=""

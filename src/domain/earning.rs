@@ -216,7 +216,7 @@ impl Record for Earning {
 
     fn create(new: NewEarning, user: Uuid, platform: Option<Platform>, now_ms: i64) -> Earning {
         Earning {
-            id: Uuid::new_v4(),
+            id: super::new_id(),
             user_id: user,
             // `new_platform` always names one, and the route resolved it.
             platform: platform.expect("an earning's platform is resolved before it is created"),

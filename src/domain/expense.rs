@@ -141,7 +141,7 @@ impl Record for Expense {
 
     fn create(new: NewExpense, user: Uuid, _platform: Option<Platform>, now_ms: i64) -> Expense {
         Expense {
-            id: Uuid::new_v4(),
+            id: super::new_id(),
             user_id: user,
             date: new.date,
             amount: new.amount,

@@ -249,7 +249,7 @@ impl Record for Invoice {
 
     fn create(new: NewInvoice, user: Uuid, _platform: Option<Platform>, now_ms: i64) -> Invoice {
         Invoice {
-            id: Uuid::new_v4(),
+            id: super::new_id(),
             user_id: user,
             number: new.number,
             client: new.client,

@@ -17,3 +17,11 @@ pub mod stream;
 pub mod time;
 
 pub use fixed::Fixed2;
+
+/// A new row's id: a UUIDv7, whose leading bits are the creation time.
+/// Rows keyed by random UUIDs (v4) land on a random leaf of every index on
+/// `id`, so each write dirtied a page of its own there; ordered keys append
+/// to the index's last page, which the writes of one commit share.
+pub fn new_id() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}

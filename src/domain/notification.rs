@@ -133,7 +133,7 @@ impl NewNotification {
 
     pub fn into_notification(self, now_ms: i64) -> Notification {
         Notification {
-            id: Uuid::new_v4(),
+            id: super::new_id(),
             kind: self.kind,
             title: self.title,
             message: self.message,

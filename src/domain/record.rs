@@ -171,7 +171,7 @@ pub fn notify<R: Record>(
     now_ms: i64,
 ) -> Notification {
     Notification {
-        id: Uuid::new_v4(),
+        id: super::new_id(),
         kind: notice.kind,
         title: notice.title,
         message: notice.message,

@@ -72,7 +72,7 @@ pub async fn register(
     let (email, password) = (email.unwrap_or_default(), password.unwrap_or_default());
 
     let user = users::UserRow {
-        id: Uuid::new_v4(),
+        id: crate::domain::new_id(),
         email,
         name,
         password_hash: hash_password(&app, password).await?,

@@ -146,7 +146,7 @@ pub async fn notify(
             ids.iter()
                 .map(|id| {
                     let mine = crate::domain::notification::Notification {
-                        id: Uuid::new_v4(),
+                        id: crate::domain::new_id(),
                         ..notification.clone()
                     };
                     Write::Notification(Some(*id), mine)

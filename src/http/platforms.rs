@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use uuid::Uuid;
 
 use super::dto::{NewPlatformRequest, PlatformList};
 use super::extract::AuthUser;
@@ -59,7 +58,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Platform>)> {
     let new = NewPlatform::parse(&body).map_err(ApiError::Validation)?;
     let platform = Platform {
-        id: Uuid::new_v4(),
+        id: crate::domain::new_id(),
         name: new.name,
         color: new.color,
     };
