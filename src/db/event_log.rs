@@ -71,6 +71,93 @@ pub async fn append(
     Ok(Frame::new(key, seq, event.name.clone(), envelope))
 }
 
+/// Several events appended in one go, in order, with the sequences that
+/// one `append` each would have given them. On PostgreSQL one statement:
+/// each stream's counter row is bumped once by its count of events, and
+/// the rows are numbered from there (every append is a round trip the
+/// writer's open transaction waits for, and a cluster's pure publishes
+/// come in batches of them). On SQLite, where a statement is a function
+/// call, one `append` each.
+pub async fn append_many(
+    conn: &mut dyn Exec,
+    events: &[(&StreamKey, &DomainEvent)],
+) -> Result<Vec<Frame>, sqlx::Error> {
+    if !conn.postgres() || events.len() == 1 {
+        let mut frames = Vec::with_capacity(events.len());
+        for (key, event) in events {
+            frames.push(append(conn, (*key).clone(), event).await?);
+        }
+        return Ok(frames);
+    }
+    #[derive(serde::Serialize)]
+    struct Input<'a> {
+        n: usize,
+        s: String,
+        e: &'a str,
+        v: &'a str,
+    }
+    let now = now_ms();
+    let timestamp = rfc3339(now);
+    let envelopes: Vec<String> = events
+        .iter()
+        .map(|(_, event)| Frame::envelope(&event.name, &timestamp, &event.data))
+        .collect();
+    let input: Vec<Input> = events
+        .iter()
+        .zip(&envelopes)
+        .enumerate()
+        .map(|(n, ((key, event), envelope))| Input {
+            n,
+            s: key.to_string(),
+            e: &event.name,
+            v: envelope,
+        })
+        .collect();
+    let input = serde_json::to_string(&input).map_err(|err| sqlx::Error::Encode(err.into()))?;
+    // Counter rows are locked in key order, so two batches that share
+    // streams cannot deadlock on them.
+    let rows = conn
+        .fetch_all(
+            "WITH input AS (\
+                 SELECT n, s, e, v FROM json_to_recordset($1::json) AS r(n bigint, s text, e text, v text)\
+             ), counts AS (\
+                 SELECT s, count(*) AS c FROM input GROUP BY s\
+             ), bumped AS (\
+                 INSERT INTO streams (key, seq, low) SELECT s, c, 0 FROM counts ORDER BY s \
+                 ON CONFLICT (key) DO UPDATE SET seq = streams.seq + EXCLUDED.seq RETURNING key, seq\
+             ), numbered AS (\
+                 SELECT i.n, i.s, i.e, i.v, \
+                        b.seq - c.c + row_number() OVER (PARTITION BY i.s ORDER BY i.n) AS seq \
+                 FROM input i JOIN counts c ON c.s = i.s JOIN bumped b ON b.key = i.s\
+             ), logged AS (\
+                 INSERT INTO event_log (stream, seq, event, envelope, created_at) \
+                 SELECT s, seq, e, v, $2 FROM numbered\
+             ) SELECT n, seq FROM numbered ORDER BY n",
+            args![input, now],
+        )
+        .await?;
+    if rows.len() != events.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "{} events appended, {} numbered",
+            events.len(),
+            rows.len()
+        )));
+    }
+    events
+        .iter()
+        .zip(envelopes)
+        .zip(rows)
+        .map(|(((key, event), envelope), row)| {
+            Ok(Frame::new(
+                (*key).clone(),
+                row.try_get(1)?,
+                event.name.clone(),
+                envelope,
+            ))
+        })
+        .collect()
+}
+
 /// The last sequence of every stream that logged an event stamped in
 /// `from..to` (ms): what the cluster's high-water check compares with what
 /// the bus announced.

@@ -32,7 +32,11 @@ use futures_util::FutureExt;
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::event_log;
 use super::exec::Exec;
+use crate::domain::event::DomainEvent;
+use crate::domain::frame::Frame;
+use crate::domain::stream::StreamKey;
 
 /// Units one transaction carries at most.
 const MAX_BATCH: usize = 64;
@@ -117,14 +121,43 @@ impl Writer {
             out: None,
             reply,
         });
-        let queue = &self.queues[(shard % self.queues.len() as u64) as usize];
-        queue
-            .send(job)
-            .await
-            .map_err(|_| E::from(sqlx::Error::PoolClosed))?;
+        self.send(shard, job).await?;
         answer
             .await
             .map_err(|_| E::from(sqlx::Error::WorkerCrashed))?
+    }
+}
+
+impl Writer {
+    /// Append `events` to the log as one unit (a pure publish: nothing to
+    /// write but the events) and answer with their frames once committed;
+    /// `after` runs first, as `run`'s does. The pure appends of a batch go
+    /// to the log together (`event_log::append_many`: one statement on
+    /// PostgreSQL), before its other units and without savepoints: an
+    /// append fails only when its statement or the whole transaction does.
+    pub async fn append<A>(
+        &self,
+        shard: u64,
+        events: Vec<(StreamKey, DomainEvent)>,
+        after: A,
+    ) -> Result<Vec<Frame>, sqlx::Error>
+    where
+        A: FnOnce(&mut Vec<Frame>) + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Append {
+            events,
+            after: Some(after),
+            out: None,
+            reply,
+        });
+        self.send(shard, job).await?;
+        answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
+    }
+
+    async fn send(&self, shard: u64, job: Box<dyn Job>) -> Result<(), sqlx::Error> {
+        let queue = &self.queues[(shard % self.queues.len() as u64) as usize];
+        queue.send(job).await.map_err(|_| sqlx::Error::PoolClosed)
     }
 }
 
@@ -135,6 +168,57 @@ trait Job: Send {
     /// Answer the caller: with the unit's result if `committed`, else with
     /// the commit's error (or the unit's own).
     fn finish(self: Box<Self>, committed: Result<(), String>);
+    /// The events of a pure append (`Writer::append`); `None` for a unit.
+    fn events(&self) -> Option<&[(StreamKey, DomainEvent)]> {
+        None
+    }
+    /// A pure append's frames, from its batch's `append_many`.
+    fn appended(&mut self, _frames: Vec<Frame>) {}
+}
+
+/// A pure append with its answer.
+struct Append<A> {
+    events: Vec<(StreamKey, DomainEvent)>,
+    after: Option<A>,
+    out: Option<Vec<Frame>>,
+    reply: oneshot::Sender<Result<Vec<Frame>, sqlx::Error>>,
+}
+
+impl<A: FnOnce(&mut Vec<Frame>) + Send + 'static> Job for Append<A> {
+    fn run<'c>(&'c mut self, conn: &'c mut dyn Exec) -> BoxFuture<'c, bool> {
+        Box::pin(async move {
+            let events: Vec<_> = self.events.iter().map(|(k, e)| (k, e)).collect();
+            match event_log::append_many(conn, &events).await {
+                Ok(frames) => {
+                    self.out = Some(frames);
+                    true
+                }
+                Err(_) => false,
+            }
+        })
+    }
+
+    fn finish(mut self: Box<Self>, committed: Result<(), String>) {
+        let out = match (committed, self.out.take()) {
+            (Ok(()), Some(mut frames)) => {
+                if let Some(after) = self.after.take() {
+                    after(&mut frames);
+                }
+                Ok(frames)
+            }
+            (Err(err), _) => Err(sqlx::Error::Protocol(err)),
+            (Ok(()), None) => Err(sqlx::Error::WorkerCrashed),
+        };
+        let _ = self.reply.send(out);
+    }
+
+    fn events(&self) -> Option<&[(StreamKey, DomainEvent)]> {
+        Some(&self.events)
+    }
+
+    fn appended(&mut self, frames: Vec<Frame>) {
+        self.out = Some(frames);
+    }
 }
 
 struct Unit<F, A, T, E> {
@@ -330,9 +414,32 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
 }
 
 /// Each unit of `batch` in the open transaction, each in a savepoint of its
-/// own when there are several; whether there is anything to commit.
+/// own when there are several; whether there is anything to commit. The
+/// pure appends go first, all in one `append_many`: the batch is reordered
+/// so that they are also answered (and published) first, in the order of
+/// the sequences they got.
 async fn units(conn: &mut dyn Exec, batch: &mut [Box<dyn Job>]) -> Result<bool, sqlx::Error> {
-    let alone = batch.len() == 1;
+    batch.sort_by_key(|job| job.events().is_none());
+    let appends = batch
+        .iter()
+        .take_while(|job| job.events().is_some())
+        .count();
+    if appends > 1 {
+        let events: Vec<_> = batch[..appends]
+            .iter()
+            .flat_map(|job| job.events().unwrap_or_default())
+            .map(|(key, event)| (key, event))
+            .collect();
+        let mut frames = event_log::append_many(conn, &events).await?.into_iter();
+        for job in &mut batch[..appends] {
+            let n = job.events().map_or(0, <[_]>::len);
+            job.appended(frames.by_ref().take(n).collect());
+        }
+    } else if appends == 1 && !batch[0].run(&mut *conn).await {
+        return Err(sqlx::Error::Protocol("a pure append failed".into()));
+    }
+    let batch = &mut batch[appends..];
+    let alone = appends == 0 && batch.len() == 1;
     for job in batch.iter_mut() {
         if !alone {
             conn.execute("SAVEPOINT unit", vec![]).await?;
@@ -421,11 +528,98 @@ mod tests {
         let (base, _) = admin.rsplit_once('/').expect("a database in POSTGRES_URL");
         let db = Db::connect(&format!("{base}/{name}"), 4).await.unwrap();
         one_failing_unit_among_thirty(db.clone()).await;
+        pure_appends_among_units(db.clone()).await;
         db.close().await;
         sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
             .execute(&mut server)
             .await
             .unwrap();
+    }
+
+    /// Pure appends (`Writer::append`) queued with units, on two streams,
+    /// some of two events: every event gets the sequence one append each
+    /// would have given it (gap-free, no number twice, across the appends
+    /// and the units, the failing unit's rolled back), each stream's frames
+    /// are published in sequence order, and the log holds every event
+    /// under its number.
+    #[tokio::test]
+    async fn pure_appends_are_numbered_as_single_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        pure_appends_among_units(Db::connect(&url, 2).await.unwrap()).await;
+    }
+
+    type Published = std::sync::Arc<std::sync::Mutex<Vec<(StreamKey, i64, String, String)>>>;
+
+    fn seen(published: &Published, frames: &[Frame]) {
+        let mut published = published.lock().unwrap();
+        for f in frames {
+            published.push((f.key.clone(), f.seq, f.name.clone(), f.envelope.clone()));
+        }
+    }
+
+    async fn pure_appends_among_units(db: Db) {
+        let streams = [StreamKey::User(Uuid::nil()), StreamKey::Room(7)];
+        let published = Published::default();
+        let mut jobs = Vec::new();
+        for i in 0..40_i64 {
+            let published = published.clone();
+            let key = streams[(i % 2) as usize].clone();
+            let db = db.clone();
+            jobs.push(Box::pin(async move {
+                if i % 5 == 0 {
+                    // A unit, and every tenth of them fails after writing.
+                    db.writes
+                        .run(
+                            0,
+                            move |c| {
+                                Box::pin(async move {
+                                    let event = DomainEvent::new("unit", serde_json::json!(i));
+                                    let frame = event_log::append(c, key, &event).await?;
+                                    if i % 10 == 0 {
+                                        return Err(sqlx::Error::RowNotFound);
+                                    }
+                                    Ok(vec![frame])
+                                })
+                            },
+                            move |frames: &mut Vec<Frame>| seen(&published, frames),
+                        )
+                        .await
+                        .map(|f| f.len())
+                        .unwrap_or(0)
+                } else {
+                    let events: Vec<_> = (0..1 + i % 3)
+                        .map(|j| {
+                            (
+                                key.clone(),
+                                DomainEvent::new("pure", serde_json::json!([i, j])),
+                            )
+                        })
+                        .collect();
+                    db.writes
+                        .append(0, events, move |frames| seen(&published, frames))
+                        .await
+                        .unwrap()
+                        .len()
+                }
+            }));
+        }
+        let logged: usize = futures_util::future::join_all(jobs).await.into_iter().sum();
+        let published = published.lock().unwrap().clone();
+        assert_eq!(published.len(), logged);
+        let mut conn = db.read.acquire().await.unwrap();
+        for key in &streams {
+            let mine: Vec<_> = published.iter().filter(|f| f.0 == *key).collect();
+            let seqs: Vec<i64> = mine.iter().map(|f| f.1).collect();
+            assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{key}");
+            for (_, seq, name, envelope) in mine {
+                let logged = event_log::event(&mut conn, &key.to_string(), *seq)
+                    .await
+                    .unwrap()
+                    .expect("every published event is logged");
+                assert_eq!(&logged, &(name.clone(), envelope.clone()));
+            }
+        }
     }
 
     async fn one_failing_unit_among_thirty(db: Db) {

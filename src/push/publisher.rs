@@ -54,7 +54,11 @@ impl Publisher {
         let Some(first) = writes.first() else {
             return Ok(());
         };
-        self.write(&first.key(), move |tx| {
+        let shard = first.key();
+        if writes.iter().all(|w| matches!(w, Write::Append(..))) {
+            return self.append(&shard, writes).await;
+        }
+        self.write(&shard, move |tx| {
             Box::pin(async move {
                 for write in &writes {
                     match write {
@@ -72,6 +76,27 @@ impl Publisher {
         .await
     }
 
+    /// Events alone, as a pure append (`Writer::append`): the publishes of
+    /// a batch share one statement.
+    async fn append(&self, shard: &StreamKey, writes: Vec<Write>) -> Result<(), sqlx::Error> {
+        let events = writes
+            .into_iter()
+            .filter_map(|write| match write {
+                Write::Append(key, event) => Some((key, event)),
+                Write::Notification(..) => None,
+            })
+            .collect();
+        let broker = self.broker.clone();
+        self.db
+            .writes
+            .append(shard_of(shard), events, move |frames| {
+                let frames: Vec<_> = frames.drain(..).map(Arc::new).collect();
+                publish(broker.as_ref(), &frames)
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Run `unit` as one transaction on the writer: the change, the events
     /// it appends and whatever else it writes commit together or not at
     /// all (a unit that returns `Err` is rolled back). Its events are
@@ -85,7 +110,7 @@ impl Publisher {
         F: for<'t, 'c> FnOnce(&'t mut Tx<'c>) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
     {
         let broker = self.broker.clone();
-        let shard = BuildHasherDefault::<DefaultHasher>::default().hash_one(shard);
+        let shard = shard_of(shard);
         let (out, _) = self
             .db
             .writes
@@ -113,6 +138,11 @@ impl Publisher {
     pub fn control(&self, message: Control) {
         self.broker.control(message);
     }
+}
+
+/// The writer of a stream's units (on PostgreSQL, where there are several).
+fn shard_of(key: &StreamKey) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
 }
 
 /// Hand committed `frames` to the broker, counted by topic.
