@@ -289,13 +289,14 @@ async fn publish<R: Record>(
         .map(|b| record::changes(b, record))
         .unwrap_or_default();
     let owner = StreamKey::User(record.user_id());
-    tx.append(owner.clone(), &record::event(change, record, diff))
-        .await?;
     let notification = record::notification(change, record, before, now_ms());
     notifications::insert(tx.conn(), Some(record.user_id()), &notification).await?;
-    tx.append(owner, &DomainEvent::notification(&notification))
-        .await?;
-    Ok(())
+    // The change's event, then its notification's: one statement.
+    tx.append_many(&[
+        (&owner, &record::event(change, record, diff)),
+        (&owner, &DomainEvent::notification(&notification)),
+    ])
+    .await
 }
 
 /// A page of a list, serialized straight from the records' views.

@@ -60,17 +60,23 @@ impl Publisher {
         }
         self.write(&shard, move |tx| {
             Box::pin(async move {
+                // The rows first, then every event in one go, in order.
+                let mut notices = Vec::new();
                 for write in &writes {
-                    match write {
-                        Write::Append(key, event) => tx.append(key.clone(), event).await?,
-                        Write::Notification(owner, n) => {
-                            notifications::insert(tx.conn(), *owner, n).await?;
-                            tx.append(write.key(), &DomainEvent::notification(n))
-                                .await?
-                        }
-                    };
+                    if let Write::Notification(owner, n) = write {
+                        notifications::insert(tx.conn(), *owner, n).await?;
+                        notices.push((write.key(), DomainEvent::notification(n)));
+                    }
                 }
-                Ok(())
+                let mut notices = notices.iter();
+                let events: Vec<_> = writes
+                    .iter()
+                    .filter_map(|write| match write {
+                        Write::Append(key, event) => Some((key, event)),
+                        Write::Notification(..) => notices.next().map(|(key, event)| (key, event)),
+                    })
+                    .collect();
+                tx.append_many(&events).await
             })
         })
         .await
@@ -182,5 +188,16 @@ impl Tx<'_> {
         let seq = frame.seq;
         self.frames.push(Arc::new(frame));
         Ok(seq)
+    }
+
+    /// Append several events, in order, as `append` each would (one
+    /// statement on PostgreSQL: one round trip instead of one per event).
+    pub async fn append_many(
+        &mut self,
+        events: &[(&StreamKey, &DomainEvent)],
+    ) -> Result<(), sqlx::Error> {
+        let frames = event_log::append_many(&mut *self.conn, events).await?;
+        self.frames.extend(frames.into_iter().map(Arc::new));
+        Ok(())
     }
 }
