@@ -126,9 +126,7 @@ impl Writer {
             .await
             .map_err(|_| E::from(sqlx::Error::WorkerCrashed))?
     }
-}
 
-impl Writer {
     /// Append `events` to the log as one unit (a pure publish: nothing to
     /// write but the events) and answer with their frames once committed;
     /// `after` runs first, as `run`'s does. The pure appends of a batch go
@@ -185,6 +183,7 @@ struct Append<A> {
 }
 
 impl<A: FnOnce(&mut Vec<Frame>) + Send + 'static> Job for Append<A> {
+    /// As `units` does for all the pure appends of a batch at once.
     fn run<'c>(&'c mut self, conn: &'c mut dyn Exec) -> BoxFuture<'c, bool> {
         Box::pin(async move {
             let events: Vec<_> = self.events.iter().map(|(k, e)| (k, e)).collect();
@@ -424,7 +423,7 @@ async fn units(conn: &mut dyn Exec, batch: &mut [Box<dyn Job>]) -> Result<bool, 
         .iter()
         .take_while(|job| job.events().is_some())
         .count();
-    if appends > 1 {
+    if appends > 0 {
         let events: Vec<_> = batch[..appends]
             .iter()
             .flat_map(|job| job.events().unwrap_or_default())
@@ -435,8 +434,6 @@ async fn units(conn: &mut dyn Exec, batch: &mut [Box<dyn Job>]) -> Result<bool, 
             let n = job.events().map_or(0, <[_]>::len);
             job.appended(frames.by_ref().take(n).collect());
         }
-    } else if appends == 1 && !batch[0].run(&mut *conn).await {
-        return Err(sqlx::Error::Protocol("a pure append failed".into()));
     }
     let batch = &mut batch[appends..];
     let alone = appends == 0 && batch.len() == 1;
