@@ -43,13 +43,16 @@ const MAX_BATCH: usize = 64;
 /// Units waiting for the writers; past this, callers wait.
 const QUEUE: usize = 4096;
 /// PostgreSQL writer tasks (each holds a pool connection while it commits).
-/// Two: fewer writers carry bigger batches (fewer commits and round trips
-/// per event) and one would wait out every WAL flush alone. One server,
-/// 16 and 32 publishers back to back (`bench/cluster.sh e`, two runs
-/// each): 1 writer 3.5k and 4.1-4.3k events/s, 2 writers 3.9-4.0k and
-/// 4.6-5.0k, 4 writers 3.3-3.6k and 4.2-4.5k, 8 writers 2.9-3.0k and
-/// 3.3-3.5k.
-const PG_WORKERS: usize = 2;
+/// One: fewer writers carry bigger batches, and since a batch's pure
+/// appends are one statement, a bigger batch costs hardly more than a small
+/// one. Alternating runs of `bench/cluster.sh c` (2026-12-06, two each):
+/// admin events 5.3-5.5k/s with one writer against 4.6-4.9k with two on one
+/// server, 3.4-3.6k against 3.0k on three; REST writes the same. Before the
+/// pure appends (one statement per event), two had been best: 16 and 32
+/// publishers (`bench/cluster.sh e`, two runs each): 1 writer 3.5k and
+/// 4.1-4.3k events/s, 2 writers 3.9-4.0k and 4.6-5.0k, 4 writers 3.3-3.6k
+/// and 4.2-4.5k, 8 writers 2.9-3.0k and 3.3-3.5k.
+const PG_WORKERS: usize = 1;
 /// The SQLite WAL past which the writer checkpoints, until configured
 /// (`EARNTRACK_SQLITE_WAL_MAX_MB`).
 const WAL_MAX: u64 = 1 << 30;
