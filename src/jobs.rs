@@ -240,8 +240,9 @@ async fn sweep_overdue(app: &AppState) -> Result<usize, sqlx::Error> {
                         return Ok(false);
                     };
                     let warning = record::notify(&invoice, invoice.overdue_notice(), None, now);
-                    notifications::insert(tx.conn(), Some(user), &warning).await?;
-                    tx.append(StreamKey::User(user), &DomainEvent::notification(&warning))
+                    let stored = notifications::insert(Some(user), &warning);
+                    let event = DomainEvent::notification(&warning);
+                    tx.append_with(vec![stored], &[(&StreamKey::User(user), &event)])
                         .await?;
                     Ok::<_, sqlx::Error>(true)
                 })

@@ -15,7 +15,7 @@
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use super::exec::Exec;
+use super::exec::{Exec, Statement};
 use crate::args;
 
 use crate::domain::event::DomainEvent;
@@ -82,7 +82,25 @@ pub async fn append_many(
     conn: &mut dyn Exec,
     events: &[(&StreamKey, &DomainEvent)],
 ) -> Result<Vec<Frame>, sqlx::Error> {
-    if !conn.postgres() || events.len() == 1 {
+    append_many_with(conn, Vec::new(), events).await
+}
+
+/// `changes` (a record's insert, its notification row, …), then `events`
+/// appended as `append_many` does, all in one transaction. On PostgreSQL
+/// one statement: each change is a data-changing step of the append's
+/// `WITH`, so a REST write's change, notification and events cost one
+/// round trip instead of one each. The steps touch other tables than the
+/// log's, so running them side by side (as PostgreSQL does with the steps
+/// of one statement) is the same as running them in order.
+pub async fn append_many_with(
+    conn: &mut dyn Exec,
+    changes: Vec<Statement>,
+    events: &[(&StreamKey, &DomainEvent)],
+) -> Result<Vec<Frame>, sqlx::Error> {
+    if !conn.postgres() || (changes.is_empty() && events.len() == 1) {
+        for change in changes {
+            change.run(conn).await?;
+        }
         let mut frames = Vec::with_capacity(events.len());
         for (key, event) in events {
             frames.push(append(conn, (*key).clone(), event).await?);
@@ -114,28 +132,35 @@ pub async fn append_many(
         })
         .collect();
     let input = serde_json::to_string(&input).map_err(|err| sqlx::Error::Encode(err.into()))?;
+    // The changes' arguments come first, then the append's two.
+    let mut steps = String::new();
+    let mut args = Vec::new();
+    for (i, change) in changes.into_iter().enumerate() {
+        steps.push_str(&format!("c{i} AS ({}), ", change.sql_after(args.len())));
+        args.extend(change.args);
+    }
+    let (input_at, now_at) = (args.len() + 1, args.len() + 2);
+    args.extend(args![input, now]);
     // Counter rows are locked in key order, so two batches that share
     // streams cannot deadlock on them.
-    let rows = conn
-        .fetch_all(
-            "WITH input AS (\
-                 SELECT n, s, e, v FROM json_to_recordset($1::json) AS r(n bigint, s text, e text, v text)\
-             ), counts AS (\
-                 SELECT s, count(*) AS c FROM input GROUP BY s\
-             ), bumped AS (\
-                 INSERT INTO streams (key, seq, low) SELECT s, c, 0 FROM counts ORDER BY s \
-                 ON CONFLICT (key) DO UPDATE SET seq = streams.seq + EXCLUDED.seq RETURNING key, seq\
-             ), numbered AS (\
-                 SELECT i.n, i.s, i.e, i.v, \
-                        b.seq - c.c + row_number() OVER (PARTITION BY i.s ORDER BY i.n) AS seq \
-                 FROM input i JOIN counts c ON c.s = i.s JOIN bumped b ON b.key = i.s\
-             ), logged AS (\
-                 INSERT INTO event_log (stream, seq, event, envelope, created_at) \
-                 SELECT s, seq, e, v, $2 FROM numbered\
-             ) SELECT n, seq FROM numbered ORDER BY n",
-            args![input, now],
-        )
-        .await?;
+    let sql = format!(
+        "WITH {steps}input AS (\
+             SELECT n, s, e, v FROM json_to_recordset(${input_at}::json) AS r(n bigint, s text, e text, v text)\
+         ), counts AS (\
+             SELECT s, count(*) AS c FROM input GROUP BY s\
+         ), bumped AS (\
+             INSERT INTO streams (key, seq, low) SELECT s, c, 0 FROM counts ORDER BY s \
+             ON CONFLICT (key) DO UPDATE SET seq = streams.seq + EXCLUDED.seq RETURNING key, seq\
+         ), numbered AS (\
+             SELECT i.n, i.s, i.e, i.v, \
+                    b.seq - c.c + row_number() OVER (PARTITION BY i.s ORDER BY i.n) AS seq \
+             FROM input i JOIN counts c ON c.s = i.s JOIN bumped b ON b.key = i.s\
+         ), logged AS (\
+             INSERT INTO event_log (stream, seq, event, envelope, created_at) \
+             SELECT s, seq, e, v, ${now_at} FROM numbered\
+         ) SELECT n, seq FROM numbered ORDER BY n"
+    );
+    let rows = conn.fetch_all(&sql, args).await?;
     if rows.len() != events.len() {
         return Err(sqlx::Error::Protocol(format!(
             "{} events appended, {} numbered",

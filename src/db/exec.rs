@@ -82,6 +82,52 @@ macro_rules! args {
     };
 }
 
+/// A change (insert, update, delete) and its arguments, `$1` first, built
+/// where its SQL lives: run alone (`Statement::run`), or handed to the log
+/// append it commits with (`event_log::append_many_with`), which on
+/// PostgreSQL carries it as a step of its own statement: one round trip for
+/// a record's change, its notification row and their events.
+#[derive(Clone, Debug)]
+pub struct Statement {
+    pub sql: String,
+    pub args: Vec<Cell>,
+}
+
+impl Statement {
+    pub fn new(sql: impl Into<String>, args: Vec<Cell>) -> Statement {
+        Statement {
+            sql: sql.into(),
+            args,
+        }
+    }
+
+    /// Run it; the number of rows it changed.
+    pub async fn run(self, conn: &mut dyn Exec) -> Result<u64, sqlx::Error> {
+        conn.execute(&self.sql, self.args).await
+    }
+
+    /// The SQL with every placeholder `$n` numbered `$(n + offset)`, for a
+    /// statement whose arguments follow `offset` others.
+    pub fn sql_after(&self, offset: usize) -> String {
+        let mut out = String::with_capacity(self.sql.len() + 8);
+        let mut rest = self.sql.as_str();
+        while let Some(at) = rest.find('$') {
+            out.push_str(&rest[..=at]);
+            rest = &rest[at + 1..];
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            match rest[..digits].parse::<usize>() {
+                Ok(n) => out.push_str(&(n + offset).to_string()),
+                Err(_) => out.push_str(&rest[..digits]),
+            }
+            rest = &rest[digits..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
 /// A value read back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
@@ -392,5 +438,23 @@ impl sqlx::error::DatabaseError for SqliteError {
             Some(ffi::SQLITE_CONSTRAINT_CHECK) => ErrorKind::CheckViolation,
             _ => ErrorKind::Other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Statement;
+
+    #[test]
+    fn placeholders_are_renumbered_after_others() {
+        let s = Statement::new(
+            "UPDATE t SET a = $3, b = $10 WHERE id = $1 AND u = $2",
+            vec![],
+        );
+        assert_eq!(
+            s.sql_after(4),
+            "UPDATE t SET a = $7, b = $14 WHERE id = $5 AND u = $6"
+        );
+        assert_eq!(s.sql_after(0), s.sql);
     }
 }

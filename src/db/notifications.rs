@@ -5,17 +5,14 @@
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use super::exec::Exec;
+use super::exec::{Exec, Statement};
 use crate::args;
 use crate::domain::notification::{Notification, NotificationType};
 
-/// Store `n` for `user`, or for everyone when `user` is `None`.
-pub async fn insert(
-    conn: &mut dyn Exec,
-    user: Option<Uuid>,
-    n: &Notification,
-) -> Result<(), sqlx::Error> {
-    conn.execute(
+/// Store `n` for `user`, or for everyone when `user` is `None` (run it, or
+/// commit it with its event: `Tx::append_with`).
+pub fn insert(user: Option<Uuid>, n: &Notification) -> Statement {
+    Statement::new(
         "INSERT INTO notifications (id, user_id, type, title, message, duration, dismissible, data, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         args![
@@ -30,8 +27,6 @@ pub async fn insert(
             n.timestamp,
         ],
     )
-    .await?;
-    Ok(())
 }
 
 #[derive(Debug)]

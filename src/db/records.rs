@@ -7,7 +7,7 @@
 use uuid::Uuid;
 
 use super::exec::Exec;
-pub use super::exec::{Cell, Row};
+pub use super::exec::{Cell, Row, Statement};
 use crate::args;
 use crate::domain::record::Record;
 
@@ -52,7 +52,9 @@ pub async fn get<R: Table>(
     row.as_ref().map(R::from_row).transpose()
 }
 
-pub async fn insert<R: Table>(conn: &mut dyn Exec, record: &R) -> Result<(), sqlx::Error> {
+/// The record's insert (run it, or commit it with its events:
+/// `Tx::append_with`).
+pub fn insert<R: Table>(record: &R) -> Statement {
     let placeholders: Vec<_> = (1..=R::COLUMNS.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "INSERT INTO {} ({}) VALUES ({})",
@@ -60,12 +62,11 @@ pub async fn insert<R: Table>(conn: &mut dyn Exec, record: &R) -> Result<(), sql
         R::COLUMNS.join(", "),
         placeholders.join(", ")
     );
-    conn.execute(&sql, record.cells()).await?;
-    Ok(())
+    Statement::new(sql, record.cells())
 }
 
 /// Writes every column but the two keys, which select the row.
-pub async fn update<R: Table>(conn: &mut dyn Exec, record: &R) -> Result<(), sqlx::Error> {
+pub fn update<R: Table>(record: &R) -> Statement {
     let sets: Vec<_> = R::COLUMNS
         .iter()
         .enumerate()
@@ -77,22 +78,13 @@ pub async fn update<R: Table>(conn: &mut dyn Exec, record: &R) -> Result<(), sql
         R::TABLE,
         sets.join(", ")
     );
-    conn.execute(&sql, record.cells()).await?;
-    Ok(())
+    Statement::new(sql, record.cells())
 }
 
-/// Deletes and returns the record, or `None` when it is not the user's.
-pub async fn delete<R: Table>(
-    conn: &mut dyn Exec,
-    user: Uuid,
-    id: Uuid,
-) -> Result<Option<R>, sqlx::Error> {
-    let Some(record) = get::<R>(conn, user, id).await? else {
-        return Ok(None);
-    };
+/// Deletes the user's record `id` (read it first: `get`).
+pub fn delete<R: Table>(user: Uuid, id: Uuid) -> Statement {
     let sql = format!("DELETE FROM {} WHERE id = $1 AND user_id = $2", R::TABLE);
-    conn.execute(&sql, args![id, user]).await?;
-    Ok(Some(record))
+    Statement::new(sql, args![id, user])
 }
 
 /// Filters and keyset paging of a list.

@@ -165,7 +165,11 @@ impl Writer {
 /// A unit with its answer, type-erased for the writers.
 trait Job: Send {
     /// Run the unit; whether it succeeded (its result is kept for `finish`).
-    fn run<'c>(&'c mut self, conn: &'c mut dyn Exec) -> BoxFuture<'c, bool>;
+    /// A pure append is never run alone (`units` appends all of a batch's
+    /// pure appends in one go and hands each its frames: `appended`).
+    fn run<'c>(&'c mut self, _conn: &'c mut dyn Exec) -> BoxFuture<'c, bool> {
+        Box::pin(async { false })
+    }
     /// Answer the caller: with the unit's result if `committed`, else with
     /// the commit's error (or the unit's own).
     fn finish(self: Box<Self>, committed: Result<(), String>);
@@ -186,20 +190,6 @@ struct Append<A> {
 }
 
 impl<A: FnOnce(&mut Vec<Frame>) + Send + 'static> Job for Append<A> {
-    /// As `units` does for all the pure appends of a batch at once.
-    fn run<'c>(&'c mut self, conn: &'c mut dyn Exec) -> BoxFuture<'c, bool> {
-        Box::pin(async move {
-            let events: Vec<_> = self.events.iter().map(|(k, e)| (k, e)).collect();
-            match event_log::append_many(conn, &events).await {
-                Ok(frames) => {
-                    self.out = Some(frames);
-                    true
-                }
-                Err(_) => false,
-            }
-        })
-    }
-
     fn finish(mut self: Box<Self>, committed: Result<(), String>) {
         let out = match (committed, self.out.take()) {
             (Ok(()), Some(mut frames)) => {
@@ -492,7 +482,9 @@ mod tests {
         let seq = event_log::append(conn, StreamKey::Broadcast, &event)
             .await?
             .seq;
-        notifications::insert(conn, None, &notification(id)).await?;
+        notifications::insert(None, &notification(id))
+            .run(conn)
+            .await?;
         Ok(seq)
     }
 

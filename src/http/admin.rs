@@ -28,7 +28,6 @@ use crate::domain::time::now_ms;
 use crate::error::{ApiError, ApiResult};
 use crate::error::{AuthErrors, BodyErrors, ErrorBody};
 use crate::push::broker::Control;
-use crate::push::Write;
 
 const TARGETS: &str =
     "must be one of {\"user\":id}, {\"users\":[ids]}, {\"room\":name}, {\"all\":true}";
@@ -137,8 +136,8 @@ pub async fn notify(
     };
 
     let notification = new.into_notification(now_ms());
-    let writes = match &recipients {
-        Recipients::Everyone => vec![Write::Notification(None, notification)],
+    let notifications = match &recipients {
+        Recipients::Everyone => vec![(None, notification)],
         Recipients::Room(_) => unreachable!("notifications target users or everyone"),
         Recipients::Users(ids) => {
             check_users(&app, ids, "userIds").await?;
@@ -149,13 +148,13 @@ pub async fn notify(
                         id: crate::domain::new_id(),
                         ..notification.clone()
                     };
-                    Write::Notification(Some(*id), mine)
+                    (Some(*id), mine)
                 })
                 .collect()
         }
     };
     // Group-committed with other publishers' requests.
-    app.publisher.commit_writes(writes).await?;
+    app.publisher.publish_notifications(notifications).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true })))
 }
 
@@ -204,12 +203,12 @@ pub async fn emit(
     };
 
     let event = DomainEvent::new(name, data);
-    let writes = match target {
-        Recipients::Everyone => vec![Write::Append(StreamKey::Broadcast, event)],
+    let events = match target {
+        Recipients::Everyone => vec![(StreamKey::Broadcast, event)],
         Recipients::Users(ids) => {
             check_users(&app, &ids, "target").await?;
             ids.into_iter()
-                .map(|id| Write::Append(StreamKey::User(id), event.clone()))
+                .map(|id| (StreamKey::User(id), event.clone()))
                 .collect()
         }
         Recipients::Room(name) => {
@@ -228,7 +227,7 @@ pub async fn emit(
         }
     };
     // Group-committed with other publishers' requests.
-    app.publisher.commit_writes(writes).await?;
+    app.publisher.publish_events(events).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true })))
 }
 

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::extract::{ApiQuery, AuthUser, IdPath, JsonObject};
 use super::{no_content, AppState};
-use crate::db::records::{self, ListQuery, Table};
+use crate::db::records::{self, ListQuery, Statement, Table};
 use crate::db::{idempotency, is_unique_violation, notifications, platforms};
 use crate::domain::earning::{Earning, Platform};
 use crate::domain::event::DomainEvent;
@@ -137,8 +137,7 @@ async fn create<R: Table>(
                 let platform = own_platform(tx, user, R::new_platform(&new)).await?;
                 let now = now_ms();
                 let record = R::create(new, user, platform, now);
-                write(records::insert(tx.conn(), &record).await)?;
-                publish(tx, Change::Created, &record, None).await?;
+                publish(tx, records::insert(&record), Change::Created, &record, None).await?;
                 let body = record.to_json();
                 if let Some(key) = &key {
                     match idempotency::store(tx.conn(), user, key, 201, &body.to_string(), now)
@@ -222,8 +221,7 @@ async fn update<R: Table>(
                     return Ok::<_, ApiError>(old);
                 }
                 new.touch(now.max(old.updated_at()));
-                write(records::update(tx.conn(), &new).await)?;
-                publish(tx, Change::Updated, &new, Some(&old)).await?;
+                publish(tx, records::update(&new), Change::Updated, &new, Some(&old)).await?;
                 Ok(new)
             })
         })
@@ -240,10 +238,11 @@ async fn remove<R: Table>(
     app.publisher
         .write(&StreamKey::User(user), move |tx| {
             Box::pin(async move {
-                let record = records::delete::<R>(tx.conn(), user, id)
+                let record = records::get::<R>(tx.conn(), user, id)
                     .await?
                     .ok_or(ApiError::NotFound)?;
-                publish(tx, Change::Deleted, &record, None).await?;
+                let delete = records::delete::<R>(user, id);
+                publish(tx, delete, Change::Deleted, &record, None).await?;
                 Ok::<_, ApiError>(())
             })
         })
@@ -266,37 +265,34 @@ async fn own_platform(
     }
 }
 
-/// A write that hits a unique column (an invoice number) is the caller's
-/// conflict, not a server error.
-fn write(result: Result<(), sqlx::Error>) -> ApiResult<()> {
-    match result {
-        Err(err) if is_unique_violation(&err) => Err(ApiError::Conflict(
-            "a record with this number already exists".into(),
-        )),
-        other => Ok(other?),
-    }
-}
-
-/// The change event, then its notification (stored, so it shows in the
-/// notification list too), both in the owner's log stream.
+/// Commit the record's `write` with its change event, then its
+/// notification (stored, so it shows in the notification list too), both
+/// in the owner's log stream: one statement on PostgreSQL. A write that
+/// hits a unique column (an invoice number) is the caller's conflict, not a
+/// server error.
 async fn publish<R: Record>(
     tx: &mut Tx<'_>,
+    write: Statement,
     change: Change,
     record: &R,
     before: Option<&R>,
-) -> Result<(), sqlx::Error> {
+) -> ApiResult<()> {
     let diff = before
         .map(|b| record::changes(b, record))
         .unwrap_or_default();
     let owner = StreamKey::User(record.user_id());
     let notification = record::notification(change, record, before, now_ms());
-    notifications::insert(tx.conn(), Some(record.user_id()), &notification).await?;
-    // The change's event, then its notification's: one statement.
-    tx.append_many(&[
+    let stored = notifications::insert(Some(record.user_id()), &notification);
+    let events = [
         (&owner, &record::event(change, record, diff)),
         (&owner, &DomainEvent::notification(&notification)),
-    ])
-    .await
+    ];
+    match tx.append_with(vec![write, stored], &events).await {
+        Err(err) if is_unique_violation(&err) => Err(ApiError::Conflict(
+            "a record with this number already exists".into(),
+        )),
+        other => Ok(other?),
+    }
 }
 
 /// A page of a list, serialized straight from the records' views.

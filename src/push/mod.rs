@@ -16,4 +16,4 @@ pub mod publisher;
 pub use feed::{Feed, FeedContext, Item, Opening, TopicFilter};
 pub use hub::{Hub, SubscribeError, SubscriberKind};
 pub use presence::Presence;
-pub use publisher::{Publisher, Tx, Write};
+pub use publisher::{Publisher, Tx};

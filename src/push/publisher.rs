@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::broker::{Broker, Control};
-use crate::db::exec::Exec;
+use crate::db::exec::{Exec, Statement};
 use crate::db::{event_log, notifications, Db};
 use crate::domain::event::DomainEvent;
 use crate::domain::frame::Frame;
@@ -25,82 +25,59 @@ pub struct Publisher {
     broker: Arc<dyn Broker>,
 }
 
-/// One write of a publish request (`Publisher::commit_writes`).
-pub enum Write {
-    /// Append `event` to stream `key`.
-    Append(StreamKey, DomainEvent),
-    /// Store `notification` for its owner (`None`: a broadcast, listed for
-    /// everyone) and append it to the owner's stream.
-    Notification(Option<Uuid>, Notification),
-}
-
-impl Write {
-    fn key(&self) -> StreamKey {
-        match self {
-            Write::Append(key, _) => key.clone(),
-            Write::Notification(owner, _) => owner.map_or(StreamKey::Broadcast, StreamKey::User),
-        }
-    }
-}
-
 impl Publisher {
     pub fn new(db: Db, broker: Arc<dyn Broker>) -> Self {
         Publisher { db, broker }
     }
 
-    /// Commit writes that need nothing from their transaction but its
-    /// success (the publish routes, where services publish at rate).
-    pub async fn commit_writes(&self, writes: Vec<Write>) -> Result<(), sqlx::Error> {
-        let Some(first) = writes.first() else {
+    /// Publish `events` (a publish route's, where services publish at
+    /// rate): a pure append (`Writer::append`), so the publishes of a batch
+    /// share one statement.
+    pub async fn publish_events(
+        &self,
+        events: Vec<(StreamKey, DomainEvent)>,
+    ) -> Result<(), sqlx::Error> {
+        let Some((first, _)) = events.first() else {
             return Ok(());
         };
-        let shard = first.key();
-        if writes.iter().all(|w| matches!(w, Write::Append(..))) {
-            return self.append(&shard, writes).await;
-        }
-        self.write(&shard, move |tx| {
-            Box::pin(async move {
-                // The rows first, then every event in one go, in order.
-                let mut notices = Vec::new();
-                for write in &writes {
-                    if let Write::Notification(owner, n) = write {
-                        notifications::insert(tx.conn(), *owner, n).await?;
-                        notices.push((write.key(), DomainEvent::notification(n)));
-                    }
-                }
-                let mut notices = notices.iter();
-                let events: Vec<_> = writes
-                    .iter()
-                    .filter_map(|write| match write {
-                        Write::Append(key, event) => Some((key, event)),
-                        Write::Notification(..) => notices.next().map(|(key, event)| (key, event)),
-                    })
-                    .collect();
-                tx.append_many(&events).await
-            })
-        })
-        .await
-    }
-
-    /// Events alone, as a pure append (`Writer::append`): the publishes of
-    /// a batch share one statement.
-    async fn append(&self, shard: &StreamKey, writes: Vec<Write>) -> Result<(), sqlx::Error> {
-        let events = writes
-            .into_iter()
-            .filter_map(|write| match write {
-                Write::Append(key, event) => Some((key, event)),
-                Write::Notification(..) => None,
-            })
-            .collect();
+        let shard = shard_of(first);
         let broker = self.broker.clone();
         self.db
             .writes
-            .append(shard_of(shard), events, move |frames| {
+            .append(shard, events, move |frames| {
                 let frames: Vec<_> = frames.drain(..).map(Arc::new).collect();
                 publish(broker.as_ref(), &frames)
             })
             .await?;
         Ok(())
+    }
+
+    /// Store each notification for its owner (`None`: a broadcast, listed
+    /// for everyone) and append it to the owner's stream, all in one unit.
+    pub async fn publish_notifications(
+        &self,
+        notifications: Vec<(Option<Uuid>, Notification)>,
+    ) -> Result<(), sqlx::Error> {
+        let key = |owner: Option<Uuid>| owner.map_or(StreamKey::Broadcast, StreamKey::User);
+        let Some((first, _)) = notifications.first() else {
+            return Ok(());
+        };
+        let shard = key(*first);
+        self.write(&shard, move |tx| {
+            Box::pin(async move {
+                let rows = notifications
+                    .iter()
+                    .map(|(owner, n)| notifications::insert(*owner, n))
+                    .collect();
+                let events: Vec<_> = notifications
+                    .iter()
+                    .map(|(owner, n)| (key(*owner), DomainEvent::notification(n)))
+                    .collect();
+                let events: Vec<_> = events.iter().map(|(k, e)| (k, e)).collect();
+                tx.append_with(rows, &events).await
+            })
+        })
+        .await
     }
 
     /// Run `unit` as one transaction on the writer: the change, the events
@@ -196,7 +173,17 @@ impl Tx<'_> {
         &mut self,
         events: &[(&StreamKey, &DomainEvent)],
     ) -> Result<(), sqlx::Error> {
-        let frames = event_log::append_many(&mut *self.conn, events).await?;
+        self.append_with(Vec::new(), events).await
+    }
+
+    /// Run `changes`, then append `events` as `append_many` does: on
+    /// PostgreSQL all in one statement (`event_log::append_many_with`).
+    pub async fn append_with(
+        &mut self,
+        changes: Vec<Statement>,
+        events: &[(&StreamKey, &DomainEvent)],
+    ) -> Result<(), sqlx::Error> {
+        let frames = event_log::append_many_with(&mut *self.conn, changes, events).await?;
         self.frames.extend(frames.into_iter().map(Arc::new));
         Ok(())
     }
