@@ -166,7 +166,7 @@ async fn prune(db: &Db, config: &Config) -> anyhow::Result<()> {
         pruned += db
             .writes
             .run(
-                0,
+                None,
                 move |conn| {
                     Box::pin(async move {
                         let mut pruned = 0;
@@ -183,7 +183,7 @@ async fn prune(db: &Db, config: &Config) -> anyhow::Result<()> {
     let before = now_ms() - 86_400_000;
     db.writes
         .run(
-            0,
+            None,
             move |conn| Box::pin(idempotency::prune(conn, before)),
             |_| {},
         )

@@ -3,7 +3,7 @@
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use super::exec::Exec;
+use super::exec::{Exec, Statement};
 use crate::args;
 
 use crate::domain::earning::Platform;
@@ -42,17 +42,11 @@ pub async fn get(
         .transpose()
 }
 
-/// Insert; a name the user already has is a unique violation.
-pub async fn insert(
-    conn: &mut dyn Exec,
-    user: Uuid,
-    p: &Platform,
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    conn.execute(
+/// Insert (run it, or commit it with its event: `Tx::append_with`); a
+/// name the user already has is a unique violation.
+pub fn insert(user: Uuid, p: &Platform, now: i64) -> Statement {
+    Statement::new(
         "INSERT INTO platforms (id, user_id, name, color, created_at) VALUES ($1, $2, $3, $4, $5)",
         args![p.id, user, &p.name, &p.color, now],
     )
-    .await?;
-    Ok(())
 }

@@ -21,6 +21,7 @@
 //! to the writer of its shard (the stream it appends to), so two writers
 //! never wait for each other's locks on one stream's counter row.
 
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,11 +107,17 @@ impl Writer {
         self.wal_max.store(bytes.max(1 << 20), Ordering::Relaxed);
     }
 
-    /// Run `unit` as one transaction on the writer of `shard` and answer
-    /// with what it returned once that is committed; `after` runs first,
-    /// once committed (and not at all when the unit fails or the commit
-    /// does). A unit that returns `Err` is rolled back, and only it.
-    pub async fn run<T, E, F, A>(&self, shard: u64, unit: F, after: A) -> Result<T, E>
+    /// Run `unit` as one transaction on the writer of `stream` (the log
+    /// stream it appends to, if any) and answer with what it returned once
+    /// that is committed; `after` runs first, once committed (and not at
+    /// all when the unit fails or the commit does). A unit that returns
+    /// `Err` is rolled back, and only it.
+    pub async fn run<T, E, F, A>(
+        &self,
+        stream: Option<StreamKey>,
+        unit: F,
+        after: A,
+    ) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<sqlx::Error> + Send + 'static,
@@ -118,7 +125,10 @@ impl Writer {
         A: FnOnce(&mut T) + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
+        let shard = stream.as_ref().map_or(0, shard_of);
         let job = Box::new(Unit {
+            shard,
+            stream,
             unit: Some(unit),
             after: Some(after),
             out: None,
@@ -138,7 +148,6 @@ impl Writer {
     /// append fails only when its statement or the whole transaction does.
     pub async fn append<A>(
         &self,
-        shard: u64,
         events: Vec<(StreamKey, DomainEvent)>,
         after: A,
     ) -> Result<Vec<Frame>, sqlx::Error>
@@ -146,7 +155,9 @@ impl Writer {
         A: FnOnce(&mut Vec<Frame>) + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
+        let shard = events.first().map_or(0, |(key, _)| shard_of(key));
         let job = Box::new(Append {
+            shard,
             events,
             after: Some(after),
             out: None,
@@ -156,14 +167,27 @@ impl Writer {
         answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
     }
 
+    /// Its shard's queue (`shard_of` the job's first stream).
     async fn send(&self, shard: u64, job: Box<dyn Job>) -> Result<(), sqlx::Error> {
         let queue = &self.queues[(shard % self.queues.len() as u64) as usize];
         queue.send(job).await.map_err(|_| sqlx::Error::PoolClosed)
     }
 }
 
+/// The shard of a stream's units: where there are several writers
+/// (PostgreSQL), units of one stream share one; in a batch, units go in the
+/// order of their shards (`units`).
+fn shard_of(key: &StreamKey) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
+}
+
 /// A unit with its answer, type-erased for the writers.
 trait Job: Send {
+    /// The shard it was sent to (`shard_of` its first stream).
+    fn shard(&self) -> u64;
+    /// The log streams it is known to append to (a unit may append to
+    /// more, found as it runs).
+    fn streams(&self) -> Vec<&StreamKey>;
     /// Run the unit; whether it succeeded (its result is kept for `finish`).
     /// A pure append is never run alone (`units` appends all of a batch's
     /// pure appends in one go and hands each its frames: `appended`).
@@ -183,6 +207,7 @@ trait Job: Send {
 
 /// A pure append with its answer.
 struct Append<A> {
+    shard: u64,
     events: Vec<(StreamKey, DomainEvent)>,
     after: Option<A>,
     out: Option<Vec<Frame>>,
@@ -190,6 +215,14 @@ struct Append<A> {
 }
 
 impl<A: FnOnce(&mut Vec<Frame>) + Send + 'static> Job for Append<A> {
+    fn shard(&self) -> u64 {
+        self.shard
+    }
+
+    fn streams(&self) -> Vec<&StreamKey> {
+        self.events.iter().map(|(key, _)| key).collect()
+    }
+
     fn finish(mut self: Box<Self>, committed: Result<(), String>) {
         let out = match (committed, self.out.take()) {
             (Ok(()), Some(mut frames)) => {
@@ -214,6 +247,8 @@ impl<A: FnOnce(&mut Vec<Frame>) + Send + 'static> Job for Append<A> {
 }
 
 struct Unit<F, A, T, E> {
+    shard: u64,
+    stream: Option<StreamKey>,
     unit: Option<F>,
     after: Option<A>,
     out: Option<Result<T, E>>,
@@ -227,6 +262,14 @@ where
     F: for<'c> FnOnce(&'c mut dyn Exec) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
     A: FnOnce(&mut T) + Send + 'static,
 {
+    fn shard(&self) -> u64 {
+        self.shard
+    }
+
+    fn streams(&self) -> Vec<&StreamKey> {
+        self.stream.iter().collect()
+    }
+
     fn run<'c>(&'c mut self, conn: &'c mut dyn Exec) -> BoxFuture<'c, bool> {
         let unit = self.unit.take().expect("a unit runs once");
         Box::pin(async move {
@@ -409,9 +452,28 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
 /// own when there are several; whether there is anything to commit. The
 /// pure appends go first, all in one `append_many`: the batch is reordered
 /// so that they are also answered (and published) first, in the order of
-/// the sequences they got.
+/// the sequences they got. The units follow in the order of their shards
+/// (stable: a stream's units keep the order they came in).
+///
+/// Why the order: the transactions of two servers must not take their
+/// streams' counter rows in opposite orders. In arrival order one server's
+/// batch could lock A then B while another's locks B then A, a deadlock
+/// PostgreSQL breaks after a second (`deadlock_timeout`) by failing a
+/// unit, or the whole batch if the victim is its pure appends. So on
+/// PostgreSQL a batch of several streams first locks every stream it is
+/// known to append to, in key order, in one statement; units in shard
+/// order also keep new streams (whose rows do not exist yet to be locked)
+/// in one order.
 async fn units(conn: &mut dyn Exec, batch: &mut [Box<dyn Job>]) -> Result<bool, sqlx::Error> {
-    batch.sort_by_key(|job| job.events().is_none());
+    batch.sort_by_key(|job| (job.events().is_none(), job.shard()));
+    if conn.postgres() && batch.len() > 1 {
+        let mut streams: Vec<_> = batch.iter().flat_map(|job| job.streams()).collect();
+        streams.sort();
+        streams.dedup();
+        if streams.len() > 1 {
+            event_log::lock_streams(conn, &streams).await?;
+        }
+    }
     let appends = batch
         .iter()
         .take_while(|job| job.events().is_some())
@@ -461,6 +523,7 @@ mod tests {
     use crate::domain::event::DomainEvent;
     use crate::domain::notification::{Notification, NotificationType};
     use crate::domain::stream::StreamKey;
+    use serde_json::Value;
     use uuid::Uuid;
 
     fn notification(id: Uuid) -> Notification {
@@ -521,11 +584,68 @@ mod tests {
         let db = Db::connect(&format!("{base}/{name}"), 4).await.unwrap();
         one_failing_unit_among_thirty(db.clone()).await;
         pure_appends_among_units(db.clone()).await;
+        two_servers_lock_streams_in_one_order(&db).await;
         db.close().await;
         sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
             .execute(&mut server)
             .await
             .unwrap();
+    }
+
+    /// Two servers' writers (two `Writer`s on one database) given the same
+    /// streams A and B in opposite orders, where each unit holds its
+    /// stream's counter row for a while. First two units each, on streams
+    /// not yet logged (units go in shard order); then, the streams logged,
+    /// a pure append on one and a unit on the other (pure appends go first,
+    /// so only the batch's lock of both streams keeps the order). In
+    /// arrival order each pair of transactions would deadlock (a unit or
+    /// a batch failed by PostgreSQL after `deadlock_timeout`).
+    async fn two_servers_lock_streams_in_one_order(db: &Db) {
+        let other = Writer::postgres(db.read.clone());
+        let (a, b) = (StreamKey::Room(101), StreamKey::Room(102));
+        let started = std::time::Instant::now();
+        // Queued in one poll: each writer takes its two jobs as one batch.
+        let results = futures_util::future::join_all([
+            holding_unit(&db.writes, a.clone()),
+            holding_unit(&db.writes, b.clone()),
+            holding_unit(&other, b.clone()),
+            holding_unit(&other, a.clone()),
+        ])
+        .await;
+        for (i, r) in results.iter().enumerate() {
+            assert!(r.is_ok(), "unit {i}: {r:?}");
+        }
+        let pure = |key: &StreamKey| vec![(key.clone(), DomainEvent::new("p", Value::Null))];
+        let (one, two, three, four) = tokio::join!(
+            db.writes.append(pure(&b), |_| {}),
+            holding_unit(&db.writes, a.clone()),
+            other.append(pure(&a), |_| {}),
+            holding_unit(&other, b.clone()),
+        );
+        one.unwrap();
+        two.unwrap();
+        three.unwrap();
+        four.unwrap();
+        // Four batches of 0.3-0.6 s, and no deadlock wait.
+        assert!(started.elapsed() < std::time::Duration::from_millis(3000));
+    }
+
+    /// A unit that appends to `key` and then holds its counter row 0.3 s.
+    async fn holding_unit(writer: &Writer, key: StreamKey) -> Result<(), sqlx::Error> {
+        writer
+            .run(
+                Some(key.clone()),
+                move |c| {
+                    Box::pin(async move {
+                        let event = DomainEvent::new("x", Value::Null);
+                        event_log::append(&mut *c, key, &event).await?;
+                        c.execute("SELECT pg_sleep(0.3)", vec![]).await?;
+                        Ok::<_, sqlx::Error>(())
+                    })
+                },
+                |_| {},
+            )
+            .await
     }
 
     /// Pure appends (`Writer::append`) queued with units, on two streams,
@@ -563,7 +683,7 @@ mod tests {
                     // A unit, and every tenth of them fails after writing.
                     db.writes
                         .run(
-                            0,
+                            Some(key.clone()),
                             move |c| {
                                 Box::pin(async move {
                                     let event = DomainEvent::new("unit", serde_json::json!(i));
@@ -589,7 +709,7 @@ mod tests {
                         })
                         .collect();
                     db.writes
-                        .append(0, events, move |frames| seen(&published, frames))
+                        .append(events, move |frames| seen(&published, frames))
                         .await
                         .unwrap()
                         .len()
@@ -617,7 +737,7 @@ mod tests {
     async fn one_failing_unit_among_thirty(db: Db) {
         let taken = Uuid::new_v4();
         db.writes
-            .run(0, move |c| Box::pin(unit(c, -1, taken)), |_| {})
+            .run(None, move |c| Box::pin(unit(c, -1, taken)), |_| {})
             .await
             .unwrap();
 
@@ -626,7 +746,7 @@ mod tests {
             let order = order.clone();
             // Sharded as the publisher does, by stream: one for all.
             db.writes.run(
-                0,
+                None,
                 move |c| {
                     Box::pin(async move {
                         let id = if i == 7 { taken } else { Uuid::new_v4() };
@@ -679,7 +799,7 @@ mod tests {
             let event = DomainEvent::new("x", serde_json::json!({ "i": i, "p": payload }));
             db.writes
                 .run(
-                    0,
+                    None,
                     move |c| {
                         Box::pin(async move {
                             event_log::append(c, StreamKey::User(Uuid::nil()), &event).await

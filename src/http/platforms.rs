@@ -67,17 +67,15 @@ pub async fn create(
     app.publisher
         .write(&user.clone(), move |tx| {
             Box::pin(async move {
-                match platforms::insert(tx.conn(), me, &platform, now_ms()).await {
-                    Err(err) if is_unique_violation(&err) => {
-                        return Err(ApiError::Conflict(
-                            "you already have a platform with this name".into(),
-                        ))
-                    }
-                    other => other?,
+                // The row and its event: one statement on PostgreSQL.
+                let row = platforms::insert(me, &platform, now_ms());
+                let event = DomainEvent::platform_created(&platform);
+                match tx.append_with(vec![row], &[(&user, &event)]).await {
+                    Err(err) if is_unique_violation(&err) => Err(ApiError::Conflict(
+                        "you already have a platform with this name".into(),
+                    )),
+                    other => Ok(other.map(|()| platform)?),
                 }
-                tx.append(user, &DomainEvent::platform_created(&platform))
-                    .await?;
-                Ok(platform)
             })
         })
         .await

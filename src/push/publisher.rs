@@ -5,7 +5,6 @@
 //! rolled-back unit publishes nothing, and publishing can neither fail nor
 //! block the request.
 
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -37,14 +36,13 @@ impl Publisher {
         &self,
         events: Vec<(StreamKey, DomainEvent)>,
     ) -> Result<(), sqlx::Error> {
-        let Some((first, _)) = events.first() else {
+        if events.is_empty() {
             return Ok(());
-        };
-        let shard = shard_of(first);
+        }
         let broker = self.broker.clone();
         self.db
             .writes
-            .append(shard, events, move |frames| {
+            .append(events, move |frames| {
                 let frames: Vec<_> = frames.drain(..).map(Arc::new).collect();
                 publish(broker.as_ref(), &frames)
             })
@@ -93,12 +91,11 @@ impl Publisher {
         F: for<'t, 'c> FnOnce(&'t mut Tx<'c>) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
     {
         let broker = self.broker.clone();
-        let shard = shard_of(shard);
         let (out, _) = self
             .db
             .writes
             .run::<_, E, _, _>(
-                shard,
+                Some(shard.clone()),
                 move |conn| {
                     Box::pin(async move {
                         let mut tx = Tx {
@@ -121,11 +118,6 @@ impl Publisher {
     pub fn control(&self, message: Control) {
         self.broker.control(message);
     }
-}
-
-/// The writer of a stream's units (on PostgreSQL, where there are several).
-fn shard_of(key: &StreamKey) -> u64 {
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
 }
 
 /// Hand committed `frames` to the broker, counted by topic.
