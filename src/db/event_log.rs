@@ -183,22 +183,6 @@ pub async fn append_many_with(
         .collect()
 }
 
-/// PostgreSQL: lock the counter rows of `streams` that exist, in key
-/// order, until the transaction ends (as an append would lock each): the
-/// writer's batch takes them all first, so two servers' batches never take
-/// them in opposite orders (`db::writer::units`).
-pub async fn lock_streams(conn: &mut dyn Exec, streams: &[&StreamKey]) -> Result<(), sqlx::Error> {
-    let keys: Vec<String> = streams.iter().map(|key| key.to_string()).collect();
-    let keys = serde_json::to_string(&keys).map_err(|err| sqlx::Error::Encode(err.into()))?;
-    conn.execute(
-        "SELECT key FROM streams WHERE key IN (SELECT json_array_elements_text($1::json)) \
-         ORDER BY key FOR NO KEY UPDATE",
-        args![keys],
-    )
-    .await?;
-    Ok(())
-}
-
 /// The last sequence of every stream that logged an event stamped in
 /// `from..to` (ms): what the cluster's high-water check compares with what
 /// the bus announced.
