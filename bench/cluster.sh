@@ -264,6 +264,10 @@ SQL
 }
 
 if run c; then
+    # No server while PostgreSQL runs alone: the setup server's retention
+    # pass would prune the pgbench streams while they are deleted below
+    # (a deadlock that ended runs).
+    stop_servers
     pg_limit plain
     pg_limit notify-inside notify
     "${PSQL[@]}" -d "$DB" -c "DELETE FROM event_log WHERE stream LIKE 'pgbench:%'; DELETE FROM streams WHERE key LIKE 'pgbench:%'"

@@ -399,11 +399,16 @@ fn sqlite_writer(
     while let Some(first) = rx.blocking_recv() {
         let started = std::time::Instant::now();
         let mut batch = gather(first, &mut rx);
+        order(&mut batch);
         let exec: &mut dyn Exec = &mut conn;
         let committed = runtime.block_on(async {
             let conn = exec;
             conn.execute("BEGIN IMMEDIATE", vec![]).await?;
-            let end = match units(conn, &mut batch).await {
+            let ran = match pure_appends(conn, &mut batch).await {
+                Ok(()) => units(conn, &mut batch).await,
+                Err(err) => Err(err),
+            };
+            let end = match ran {
                 Ok(true) => conn.execute("COMMIT", vec![]).await,
                 Ok(false) => conn.execute("ROLLBACK", vec![]).await,
                 Err(err) => Err(err),
@@ -422,12 +427,31 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     while let Some(first) = rx.recv().await {
         let started = std::time::Instant::now();
         let mut batch = gather(first, &mut rx);
+        order(&mut batch);
         let committed = async {
-            // Dropped uncommitted (an error), the transaction rolls back.
-            let mut tx = pool.begin().await?;
-            match units(&mut *tx, &mut batch).await? {
-                true => tx.commit().await,
-                false => tx.rollback().await,
+            let mut deadlocks = 0;
+            loop {
+                // Dropped uncommitted (an error), the transaction rolls back.
+                let mut tx = pool.begin().await?;
+                // The pure appends go first, so when they are a deadlock's
+                // victim no unit has run yet: the batch starts over (`order`
+                // says when that can happen).
+                match pure_appends(&mut *tx, &mut batch).await {
+                    Err(err) if is_deadlock(&err) && deadlocks < MAX_DEADLOCK_RETRIES => {
+                        deadlocks += 1;
+                        tracing::warn!(
+                            units = batch.len(),
+                            "a batch's appends deadlocked; retrying"
+                        );
+                        tx.rollback().await?;
+                        continue;
+                    }
+                    appended => appended?,
+                };
+                break match units(&mut *tx, &mut batch).await? {
+                    true => tx.commit().await,
+                    false => tx.rollback().await,
+                };
             }
         }
         .await;
@@ -435,43 +459,70 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     }
 }
 
-/// Each unit of `batch` in the open transaction, each in a savepoint of its
-/// own when there are several; whether there is anything to commit. The
-/// pure appends go first, all in one `append_many`: the batch is reordered
-/// so that they are also answered (and published) first, in the order of
-/// the sequences they got. The units follow in the order of their shards
-/// (stable: a stream's units keep the order they came in).
+/// Put the pure appends of `batch` first (they go to the log first, all
+/// in one `append_many`, and are answered, and published, first, in the
+/// order of the sequences they got), then the units in the order of their
+/// shards (stable: a stream's units keep the order they came in).
 ///
-/// Why the order: the transactions of two servers must not take their
-/// streams' counter rows in opposite orders. In arrival order one server's
-/// batch could lock A then B while another's locks B then A, a deadlock
-/// PostgreSQL breaks after a second (`deadlock_timeout`) by failing a
-/// unit. In shard order, units of one stream each take their rows in one
-/// order on every server. Not covered: a unit that appends to streams
-/// other than its shard's, and a batch's pure appends (which go first)
-/// meeting another batch's units on the same streams. Locking a batch's
-/// streams in key order first would cover those, but on PostgreSQL a row
-/// locked by the transaction and then updated in a unit's savepoint costs
-/// a MultiXact per row (tried: one REST run of `bench/cluster.sh c` fell
-/// to 369 requests/s, against 690-1,300 for the builds around it).
-async fn units(conn: &mut dyn Exec, batch: &mut [Box<dyn Job>]) -> Result<bool, sqlx::Error> {
+/// Why the shards' order: the transactions of two servers must not take
+/// their streams' counter rows in opposite orders. In arrival order one
+/// server's batch could lock A then B while another's locks B then A, a
+/// deadlock PostgreSQL breaks after a second (`deadlock_timeout`) by
+/// failing one of them. In shard order, units of one stream each take
+/// their rows in one order on every server. Not covered: a unit that
+/// appends to streams besides its shard's, which fails alone if it is the
+/// victim, and a batch's pure appends (which go first) meeting another
+/// batch's units on the same streams: then the whole batch starts over
+/// (`postgres_writer`). Locking a batch's streams in key order first would
+/// cover both, but on PostgreSQL a row locked by the transaction and then
+/// updated in a unit's savepoint costs a MultiXact per row (tried: one REST
+/// run of `bench/cluster.sh c` fell to 369 requests/s, against 690-1,300
+/// for the builds around it).
+fn order(batch: &mut [Box<dyn Job>]) {
     batch.sort_by_key(|job| (job.events().is_none(), job.shard()));
+}
+
+/// Deadlocks a batch's pure appends may meet before it gives up.
+const MAX_DEADLOCK_RETRIES: u32 = 3;
+
+fn is_deadlock(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "40P01")
+}
+
+/// The pure appends at the head of an `order`ed batch, all in one
+/// `append_many`, without savepoints: an append fails only when its
+/// statement or the whole transaction does. Each gets its frames.
+async fn pure_appends(conn: &mut dyn Exec, batch: &mut [Box<dyn Job>]) -> Result<(), sqlx::Error> {
     let appends = batch
         .iter()
         .take_while(|job| job.events().is_some())
         .count();
-    if appends > 0 {
-        let events: Vec<_> = batch[..appends]
-            .iter()
-            .flat_map(|job| job.events().unwrap_or_default())
-            .map(|(key, event)| (key, event))
-            .collect();
-        let mut frames = event_log::append_many(conn, &events).await?.into_iter();
-        for job in &mut batch[..appends] {
-            let n = job.events().map_or(0, <[_]>::len);
-            job.appended(frames.by_ref().take(n).collect());
-        }
+    if appends == 0 {
+        return Ok(());
     }
+    let events: Vec<_> = batch[..appends]
+        .iter()
+        .flat_map(|job| job.events().unwrap_or_default())
+        .map(|(key, event)| (key, event))
+        .collect();
+    let mut frames = event_log::append_many(conn, &events).await?.into_iter();
+    for job in &mut batch[..appends] {
+        let n = job.events().map_or(0, <[_]>::len);
+        job.appended(frames.by_ref().take(n).collect());
+    }
+    Ok(())
+}
+
+/// The units of an `order`ed batch whose pure appends are done, each in a
+/// savepoint of its own when there are several; whether there is anything
+/// to commit.
+async fn units(conn: &mut dyn Exec, batch: &mut [Box<dyn Job>]) -> Result<bool, sqlx::Error> {
+    let appends = batch
+        .iter()
+        .take_while(|job| job.events().is_some())
+        .count();
     let batch = &mut batch[appends..];
     let alone = appends == 0 && batch.len() == 1;
     for job in batch.iter_mut() {
@@ -574,11 +625,14 @@ mod tests {
             .unwrap();
     }
 
-    /// Two servers' writers (two `Writer`s on one database), each given a
-    /// batch of two units on streams A and B, in opposite orders; each unit
-    /// holds its stream's counter row for a while. In arrival order the two
-    /// transactions deadlock (a unit failed by PostgreSQL after
-    /// `deadlock_timeout`); in shard order both batches commit.
+    /// Two servers' writers (two `Writer`s on one database) given the same
+    /// streams A and B in opposite orders, where each unit holds its
+    /// stream's counter row for a while. First two units each: in arrival
+    /// order the two transactions deadlock (a unit failed by PostgreSQL
+    /// after `deadlock_timeout`); in shard order both batches commit. Then
+    /// pure appends that deadlock with the other's unit: the victim batch
+    /// (its appends go first, before any unit ran) starts over, and every
+    /// job commits.
     async fn two_servers_lock_streams_in_one_order(db: &Db) {
         let other = Writer::postgres(db.read.clone());
         let (a, b) = (StreamKey::Room(101), StreamKey::Room(102));
@@ -596,6 +650,43 @@ mod tests {
         }
         // Two batches of 0.6 s one after the other, and no deadlock wait.
         assert!(started.elapsed() < std::time::Duration::from_millis(2400));
+
+        // One server: a pure append on B, then a unit that appends to A a
+        // little later. The other: one pure append on A and B, which locks A
+        // and waits for B; the first's unit then waits for A. The pure
+        // append waited first, so it is the victim.
+        let on = |keys: &[&StreamKey]| {
+            keys.iter()
+                .map(|key| ((*key).clone(), DomainEvent::new("p", Value::Null)))
+                .collect::<Vec<_>>()
+        };
+        let (one, two, three) = tokio::join!(
+            db.writes.append(on(&[&b]), |_| {}),
+            later_unit(&db.writes, a.clone()),
+            other.append(on(&[&a, &b]), |_| {}),
+        );
+        one.unwrap();
+        two.unwrap();
+        three.unwrap();
+    }
+
+    /// A unit that waits 0.2 s, then appends to `key` and holds it 0.3 s.
+    async fn later_unit(writer: &Writer, key: StreamKey) -> Result<(), sqlx::Error> {
+        writer
+            .run(
+                Some(key.clone()),
+                move |c| {
+                    Box::pin(async move {
+                        c.execute("SELECT pg_sleep(0.2)", vec![]).await?;
+                        let event = DomainEvent::new("x", Value::Null);
+                        event_log::append(&mut *c, key, &event).await?;
+                        c.execute("SELECT pg_sleep(0.3)", vec![]).await?;
+                        Ok::<_, sqlx::Error>(())
+                    })
+                },
+                |_| {},
+            )
+            .await
     }
 
     /// A unit that appends to `key` and then holds its counter row 0.3 s.
