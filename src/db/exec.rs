@@ -107,7 +107,9 @@ impl Statement {
     }
 
     /// The SQL with every placeholder `$n` numbered `$(n + offset)`, for a
-    /// statement whose arguments follow `offset` others.
+    /// statement whose arguments follow `offset` others. Every `$` followed
+    /// by digits is taken for a placeholder: the statements of `db/` hold
+    /// no other (no dollar-quoted strings).
     pub fn sql_after(&self, offset: usize) -> String {
         let mut out = String::with_capacity(self.sql.len() + 8);
         let mut rest = self.sql.as_str();

@@ -639,10 +639,10 @@ mod tests {
         let started = std::time::Instant::now();
         // Queued in one poll: each writer takes its two units as one batch.
         let results = futures_util::future::join_all([
-            holding_unit(&db.writes, a.clone()),
-            holding_unit(&db.writes, b.clone()),
-            holding_unit(&other, b.clone()),
-            holding_unit(&other, a.clone()),
+            holding_unit(&db.writes, a.clone(), 0.0),
+            holding_unit(&db.writes, b.clone(), 0.0),
+            holding_unit(&other, b.clone(), 0.0),
+            holding_unit(&other, a.clone(), 0.0),
         ])
         .await;
         for (i, r) in results.iter().enumerate() {
@@ -662,7 +662,7 @@ mod tests {
         };
         let (one, two, three) = tokio::join!(
             db.writes.append(on(&[&b]), |_| {}),
-            later_unit(&db.writes, a.clone()),
+            holding_unit(&db.writes, a.clone(), 0.2),
             other.append(on(&[&a, &b]), |_| {}),
         );
         one.unwrap();
@@ -670,32 +670,16 @@ mod tests {
         three.unwrap();
     }
 
-    /// A unit that waits 0.2 s, then appends to `key` and holds it 0.3 s.
-    async fn later_unit(writer: &Writer, key: StreamKey) -> Result<(), sqlx::Error> {
+    /// A unit that waits `delay` seconds, then appends to `key` and holds
+    /// its counter row 0.3 s.
+    async fn holding_unit(writer: &Writer, key: StreamKey, delay: f64) -> Result<(), sqlx::Error> {
         writer
             .run(
                 Some(key.clone()),
                 move |c| {
                     Box::pin(async move {
-                        c.execute("SELECT pg_sleep(0.2)", vec![]).await?;
-                        let event = DomainEvent::new("x", Value::Null);
-                        event_log::append(&mut *c, key, &event).await?;
-                        c.execute("SELECT pg_sleep(0.3)", vec![]).await?;
-                        Ok::<_, sqlx::Error>(())
-                    })
-                },
-                |_| {},
-            )
-            .await
-    }
-
-    /// A unit that appends to `key` and then holds its counter row 0.3 s.
-    async fn holding_unit(writer: &Writer, key: StreamKey) -> Result<(), sqlx::Error> {
-        writer
-            .run(
-                Some(key.clone()),
-                move |c| {
-                    Box::pin(async move {
+                        c.execute(&format!("SELECT pg_sleep({delay})"), vec![])
+                            .await?;
                         let event = DomainEvent::new("x", Value::Null);
                         event_log::append(&mut *c, key, &event).await?;
                         c.execute("SELECT pg_sleep(0.3)", vec![]).await?;
