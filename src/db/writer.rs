@@ -405,7 +405,7 @@ fn sqlite_writer(
             let conn = exec;
             conn.execute("BEGIN IMMEDIATE", vec![]).await?;
             let ran = match pure_appends(conn, &mut batch).await {
-                Ok(()) => units(conn, &mut batch).await,
+                Ok(appends) => units(conn, &mut batch, appends).await,
                 Err(err) => Err(err),
             };
             let end = match ran {
@@ -436,7 +436,7 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
                 // The pure appends go first, so when they are a deadlock's
                 // victim no unit has run yet: the batch starts over (`order`
                 // says when that can happen).
-                match pure_appends(&mut *tx, &mut batch).await {
+                let appends = match pure_appends(&mut *tx, &mut batch).await {
                     Err(err) if is_deadlock(&err) && deadlocks < MAX_DEADLOCK_RETRIES => {
                         deadlocks += 1;
                         tracing::warn!(
@@ -448,7 +448,7 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
                     }
                     appended => appended?,
                 };
-                break match units(&mut *tx, &mut batch).await? {
+                break match units(&mut *tx, &mut batch, appends).await? {
                     true => tx.commit().await,
                     false => tx.rollback().await,
                 };
@@ -493,14 +493,18 @@ fn is_deadlock(err: &sqlx::Error) -> bool {
 
 /// The pure appends at the head of an `order`ed batch, all in one
 /// `append_many`, without savepoints: an append fails only when its
-/// statement or the whole transaction does. Each gets its frames.
-async fn pure_appends(conn: &mut dyn Exec, batch: &mut [Box<dyn Job>]) -> Result<(), sqlx::Error> {
+/// statement or the whole transaction does. Each gets its frames; how
+/// many there were.
+async fn pure_appends(
+    conn: &mut dyn Exec,
+    batch: &mut [Box<dyn Job>],
+) -> Result<usize, sqlx::Error> {
     let appends = batch
         .iter()
         .take_while(|job| job.events().is_some())
         .count();
     if appends == 0 {
-        return Ok(());
+        return Ok(0);
     }
     let events: Vec<_> = batch[..appends]
         .iter()
@@ -512,17 +516,17 @@ async fn pure_appends(conn: &mut dyn Exec, batch: &mut [Box<dyn Job>]) -> Result
         let n = job.events().map_or(0, <[_]>::len);
         job.appended(frames.by_ref().take(n).collect());
     }
-    Ok(())
+    Ok(appends)
 }
 
-/// The units of an `order`ed batch whose pure appends are done, each in a
-/// savepoint of its own when there are several; whether there is anything
-/// to commit.
-async fn units(conn: &mut dyn Exec, batch: &mut [Box<dyn Job>]) -> Result<bool, sqlx::Error> {
-    let appends = batch
-        .iter()
-        .take_while(|job| job.events().is_some())
-        .count();
+/// The units of an `order`ed batch after its `appends` pure appends (done),
+/// each in a savepoint of its own when there are several; whether there is
+/// anything to commit.
+async fn units(
+    conn: &mut dyn Exec,
+    batch: &mut [Box<dyn Job>],
+    appends: usize,
+) -> Result<bool, sqlx::Error> {
     let batch = &mut batch[appends..];
     let alone = appends == 0 && batch.len() == 1;
     for job in batch.iter_mut() {
