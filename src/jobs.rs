@@ -162,15 +162,16 @@ async fn prune(db: &Db, config: &Config) -> anyhow::Result<()> {
     // On the writer, a batch of streams per unit: REST writes queued
     // meanwhile wait for one batch, not for the whole pass.
     for batch in targets.chunks(PRUNE_BATCH) {
-        let batch = batch.to_vec();
+        let batch = std::sync::Arc::new(batch.to_vec());
         pruned += db
             .writes
             .run(
                 None,
                 move |conn| {
+                    let batch = batch.clone();
                     Box::pin(async move {
                         let mut pruned = 0;
-                        for (stream, upto) in &batch {
+                        for (stream, upto) in batch.iter() {
                             pruned += event_log::prune_stream(conn, stream, *upto).await?;
                         }
                         Ok::<_, sqlx::Error>(pruned)
@@ -231,6 +232,7 @@ async fn sweep_overdue(app: &AppState) -> Result<usize, sqlx::Error> {
         let sent = app
             .publisher
             .write(&StreamKey::User(user), move |tx| {
+                let today = today.clone();
                 Box::pin(async move {
                     let now = now_ms();
                     if !invoices::claim_overdue_warning(tx.conn(), id, &today, now).await? {

@@ -5,8 +5,13 @@
 //! appends, the notification row, the idempotency row). `Writer::run`
 //! hands the unit to a writer and waits for one answer, given after its
 //! data is committed. Units that arrive while a writer is committing share
-//! its next transaction (group commit), each inside a savepoint, so a unit
-//! that fails (or panics) is rolled back alone and the others commit. After
+//! its next transaction (group commit). A batch first runs without a
+//! savepoint per unit (one round trip less per unit on PostgreSQL); should
+//! a unit fail (or panic), the batch is rolled back and runs again with
+//! each unit in a savepoint of its own, so the failing one is rolled back
+//! alone and the others commit. Units are therefore `Fn`: a unit may run
+//! more than once, and only its last run counts. A batch that meets a
+//! deadlock (PostgreSQL, two servers' transactions) starts over. After
 //! the commit each unit's `after` runs on the writer, in commit order (the
 //! publisher hands its frames to the broker there, so events of one stream
 //! reach the hub in sequence order); then its caller is answered.
@@ -34,7 +39,7 @@ use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::event_log;
-use super::exec::Exec;
+use super::exec::{Cell, Exec, Row};
 use crate::domain::event::DomainEvent;
 use crate::domain::frame::Frame;
 use crate::domain::stream::StreamKey;
@@ -111,7 +116,9 @@ impl Writer {
     /// stream it appends to, if any) and answer with what it returned once
     /// that is committed; `after` runs first, once committed (and not at
     /// all when the unit fails or the commit does). A unit that returns
-    /// `Err` is rolled back, and only it.
+    /// `Err` is rolled back, and only it. The unit may run more than once
+    /// (its batch starts over after another unit's failure or a deadlock),
+    /// so it writes nothing but through `conn`; only its last run counts.
     pub async fn run<T, E, F, A>(
         &self,
         stream: Option<StreamKey>,
@@ -121,14 +128,14 @@ impl Writer {
     where
         T: Send + 'static,
         E: From<sqlx::Error> + Send + 'static,
-        F: for<'c> FnOnce(&'c mut dyn Exec) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+        F: for<'c> Fn(&'c mut dyn Exec) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
         A: FnOnce(&mut T) + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let shard = stream.as_ref().map_or(0, shard_of);
         let job = Box::new(Unit {
             shard,
-            unit: Some(unit),
+            unit,
             after: Some(after),
             out: None,
             reply,
@@ -184,8 +191,8 @@ fn shard_of(key: &StreamKey) -> u64 {
 trait Job: Send {
     /// The shard it was sent to (`shard_of` its first stream).
     fn shard(&self) -> u64;
-    /// Run the unit; whether it succeeded (its result is kept for `finish`).
-    /// A pure append is never run alone (`units` appends all of a batch's
+    /// Run the unit; whether it succeeded (its result is kept for `finish`,
+    /// the last run's when a batch runs again). A pure append is never run alone (`units` appends all of a batch's
     /// pure appends in one go and hands each its frames: `appended`).
     fn run<'c>(&'c mut self, _conn: &'c mut dyn Exec) -> BoxFuture<'c, bool> {
         Box::pin(async { false })
@@ -240,7 +247,7 @@ impl<A: FnOnce(&mut Vec<Frame>) + Send + 'static> Job for Append<A> {
 
 struct Unit<F, A, T, E> {
     shard: u64,
-    unit: Option<F>,
+    unit: F,
     after: Option<A>,
     out: Option<Result<T, E>>,
     reply: oneshot::Sender<Result<T, E>>,
@@ -250,7 +257,7 @@ impl<T, E, F, A> Job for Unit<F, A, T, E>
 where
     T: Send + 'static,
     E: From<sqlx::Error> + Send + 'static,
-    F: for<'c> FnOnce(&'c mut dyn Exec) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+    F: for<'c> Fn(&'c mut dyn Exec) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
     A: FnOnce(&mut T) + Send + 'static,
 {
     fn shard(&self) -> u64 {
@@ -258,9 +265,9 @@ where
     }
 
     fn run<'c>(&'c mut self, conn: &'c mut dyn Exec) -> BoxFuture<'c, bool> {
-        let unit = self.unit.take().expect("a unit runs once");
+        let run = (self.unit)(conn);
         Box::pin(async move {
-            let out = unit(conn).await;
+            let out = run.await;
             let ok = out.is_ok();
             self.out = Some(out);
             ok
@@ -396,65 +403,64 @@ fn sqlite_writer(
         .enable_time()
         .build()
         .expect("a current-thread runtime");
+    let mut careful = Careful::default();
     while let Some(first) = rx.blocking_recv() {
         let started = std::time::Instant::now();
         let mut batch = gather(first, &mut rx);
         order(&mut batch);
         let exec: &mut dyn Exec = &mut conn;
+        let mut tries = careful.tries();
         let committed = runtime.block_on(async {
             let conn = exec;
-            conn.execute("BEGIN IMMEDIATE", vec![]).await?;
-            let ran = match pure_appends(conn, &mut batch).await {
-                Ok(appends) => units(conn, &mut batch, appends).await,
-                Err(err) => Err(err),
-            };
-            let end = match ran {
-                Ok(true) => conn.execute("COMMIT", vec![]).await,
-                Ok(false) => conn.execute("ROLLBACK", vec![]).await,
-                Err(err) => Err(err),
-            };
-            if end.is_err() {
-                let _ = conn.execute("ROLLBACK", vec![]).await;
+            loop {
+                conn.execute("BEGIN IMMEDIATE", vec![]).await?;
+                let ran = attempt(conn, &mut batch, &tries).await;
+                let end = match ran {
+                    Ok(Ran::Commit) => conn.execute("COMMIT", vec![]).await,
+                    Ok(Ran::Nothing) => conn.execute("ROLLBACK", vec![]).await,
+                    Ok(Ran::Again(why)) => {
+                        conn.execute("ROLLBACK", vec![]).await?;
+                        tries.again(why, batch.len());
+                        continue;
+                    }
+                    Err(err) => Err(err),
+                };
+                if end.is_err() {
+                    let _ = conn.execute("ROLLBACK", vec![]).await;
+                }
+                break end.map(drop);
             }
-            end.map(drop)
         });
+        careful.after(&tries);
         answer(batch, committed, started);
         wal.bound(&conn);
     }
 }
 
 async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+    let mut careful = Careful::default();
     while let Some(first) = rx.recv().await {
         let started = std::time::Instant::now();
         let mut batch = gather(first, &mut rx);
         order(&mut batch);
+        let mut tries = careful.tries();
         let committed = async {
-            let mut deadlocks = 0;
             loop {
                 // Dropped uncommitted (an error), the transaction rolls back.
                 let mut tx = pool.begin().await?;
-                // The pure appends go first, so when they are a deadlock's
-                // victim no unit has run yet: the batch starts over (`order`
-                // says when that can happen).
-                let appends = match pure_appends(&mut *tx, &mut batch).await {
-                    Err(err) if is_deadlock(&err) && deadlocks < MAX_DEADLOCK_RETRIES => {
-                        deadlocks += 1;
-                        tracing::warn!(
-                            units = batch.len(),
-                            "a batch's appends deadlocked; retrying"
-                        );
+                break match attempt(&mut *tx, &mut batch, &tries).await? {
+                    Ran::Commit => tx.commit().await,
+                    Ran::Nothing => tx.rollback().await,
+                    Ran::Again(why) => {
                         tx.rollback().await?;
+                        tries.again(why, batch.len());
                         continue;
                     }
-                    appended => appended?,
-                };
-                break match units(&mut *tx, &mut batch, appends).await? {
-                    true => tx.commit().await,
-                    false => tx.rollback().await,
                 };
             }
         }
         .await;
+        careful.after(&tries);
         answer(batch, committed, started);
     }
 }
@@ -469,26 +475,120 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
 /// server's batch could lock A then B while another's locks B then A, a
 /// deadlock PostgreSQL breaks after a second (`deadlock_timeout`) by
 /// failing one of them. In shard order, units of one stream each take
-/// their rows in one order on every server. Not covered: a unit that
-/// appends to streams besides its shard's, which fails alone if it is the
-/// victim, and a batch's pure appends (which go first) meeting another
-/// batch's units on the same streams: then the whole batch starts over
-/// (`postgres_writer`). Locking a batch's streams in key order first would
-/// cover both, but on PostgreSQL a row locked by the transaction and then
-/// updated in a unit's savepoint costs a MultiXact per row (tried: one REST
-/// run of `bench/cluster.sh c` fell to 369 requests/s, against 690-1,300
-/// for the builds around it).
+/// their rows in one order on every server. Not covered by the order: a
+/// unit that appends to streams besides its shard's, and a batch's pure
+/// appends (which go first) meeting another batch's units on the same
+/// streams. The victim of such a deadlock starts its batch over (`Tries`),
+/// which costs it the second PostgreSQL waited, not an answer. Locking a
+/// batch's streams in key order first would avoid those too, but on
+/// PostgreSQL a row locked by the transaction and then updated in a unit's
+/// savepoint costs a MultiXact per row (tried: one REST run of
+/// `bench/cluster.sh c` fell to 369 requests/s, against 690-1,300 for the
+/// builds around it).
 fn order(batch: &mut [Box<dyn Job>]) {
     batch.sort_by_key(|job| (job.events().is_none(), job.shard()));
 }
 
-/// Deadlocks a batch's pure appends may meet before it gives up.
+/// Deadlocks a batch may meet before its unit fails (or, for its pure
+/// appends, the batch).
 const MAX_DEADLOCK_RETRIES: u32 = 3;
 
 fn is_deadlock(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .and_then(|e| e.code())
         .is_some_and(|code| code == "40P01")
+}
+
+/// How one run of a batch's transaction ended.
+enum Ran {
+    Commit,
+    /// Nothing to commit: a unit alone that failed.
+    Nothing,
+    /// Roll back and run the batch again.
+    Again(Why),
+}
+
+#[derive(Clone, Copy)]
+enum Why {
+    /// A unit failed in a batch without savepoints.
+    UnitFailed,
+    /// A statement of the batch was a deadlock's victim.
+    Deadlock,
+}
+
+/// Where a batch stands in its runs: the first without savepoints, then
+/// (after a unit failed) with one per unit; deadlocks met so far.
+struct Tries {
+    savepoints: bool,
+    /// It ran again because a unit failed without a savepoint.
+    reran_for_unit: bool,
+    deadlocks: u32,
+}
+
+/// After a batch that ran again for a failing unit, the next few batches
+/// start with savepoints: where units keep failing (a client sending
+/// conflicts on purpose, say), no batch runs twice for them.
+#[derive(Default)]
+struct Careful {
+    batches_left: u32,
+}
+
+/// Batches that start with savepoints after one that needed them.
+const CAREFUL_BATCHES: u32 = 16;
+
+impl Careful {
+    fn tries(&self) -> Tries {
+        Tries {
+            savepoints: self.batches_left > 0,
+            reran_for_unit: false,
+            deadlocks: 0,
+        }
+    }
+
+    fn after(&mut self, tries: &Tries) {
+        self.batches_left = match tries.reran_for_unit {
+            true => CAREFUL_BATCHES,
+            false => self.batches_left.saturating_sub(1),
+        };
+    }
+}
+
+impl Tries {
+    fn again(&mut self, why: Why, units: usize) {
+        let reason = match why {
+            Why::UnitFailed => {
+                self.savepoints = true;
+                self.reran_for_unit = true;
+                "unit_failed"
+            }
+            Why::Deadlock => {
+                self.deadlocks += 1;
+                tracing::warn!(units, "a write batch deadlocked; running it again");
+                "deadlock"
+            }
+        };
+        metrics::counter!("earntrack_write_batch_reruns_total", "reason" => reason).increment(1);
+    }
+
+    fn may_retry_deadlock(&self) -> bool {
+        self.deadlocks < MAX_DEADLOCK_RETRIES
+    }
+}
+
+/// One run of an `order`ed batch inside its open transaction: its pure
+/// appends, then its units.
+async fn attempt(
+    conn: &mut dyn Exec,
+    batch: &mut [Box<dyn Job>],
+    tries: &Tries,
+) -> Result<Ran, sqlx::Error> {
+    match pure_appends(conn, batch).await {
+        Ok(appends) => units(conn, batch, appends, tries).await,
+        Err(err) if is_deadlock(&err) && tries.may_retry_deadlock() => {
+            Ok(Ran::Again(Why::Deadlock))
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// The pure appends at the head of an `order`ed batch, all in one
@@ -519,38 +619,98 @@ async fn pure_appends(
     Ok(appends)
 }
 
-/// The units of an `order`ed batch after its `appends` pure appends (done),
-/// each in a savepoint of its own when there are several; whether there is
-/// anything to commit.
+/// The units of an `order`ed batch after its `appends` pure appends (done).
+///
+/// First run: no savepoints. Units rarely fail (a conflict, a row gone),
+/// and on PostgreSQL a savepoint is a round trip per unit inside the
+/// writer's open transaction, a third of a REST create's. A unit that
+/// fails among others sends the batch round again (`Why::UnitFailed`),
+/// each unit then in a savepoint of its own, so that one is rolled back
+/// alone. A unit alone in its batch needs no savepoint either way.
 async fn units(
     conn: &mut dyn Exec,
     batch: &mut [Box<dyn Job>],
     appends: usize,
-) -> Result<bool, sqlx::Error> {
+    tries: &Tries,
+) -> Result<Ran, sqlx::Error> {
     let batch = &mut batch[appends..];
     let alone = appends == 0 && batch.len() == 1;
+    let savepoints = tries.savepoints && !alone;
     for job in batch.iter_mut() {
-        if !alone {
+        if savepoints {
             conn.execute("SAVEPOINT unit", vec![]).await?;
         }
-        // A panicking unit fails alone, like one that returns an error.
-        let ok = AssertUnwindSafe(job.run(&mut *conn))
+        let mut watched = Watched {
+            conn: &mut *conn,
+            deadlock: false,
+        };
+        // A panicking unit fails, like one that returns an error.
+        let ok = AssertUnwindSafe(job.run(&mut watched))
             .catch_unwind()
             .await
             .unwrap_or(false);
-        // Savepoints are not released: the next unit's `SAVEPOINT unit`
-        // shadows this one (`ROLLBACK TO` finds the newest), and the commit
-        // ends them all. A `RELEASE` per unit was a round trip per unit on
-        // PostgreSQL with the writer's transaction open meanwhile.
-        match (ok, alone) {
-            (ok, true) => return Ok(ok),
-            (true, false) => {}
-            (false, false) => {
-                conn.execute("ROLLBACK TO unit", vec![]).await?;
-            }
+        if ok {
+            // Savepoints are not released: the next unit's `SAVEPOINT
+            // unit` shadows this one (`ROLLBACK TO` finds the newest), and
+            // the commit ends them all.
+            continue;
         }
+        if watched.deadlock && tries.may_retry_deadlock() {
+            return Ok(Ran::Again(Why::Deadlock));
+        }
+        if alone {
+            return Ok(Ran::Nothing);
+        }
+        if !savepoints {
+            return Ok(Ran::Again(Why::UnitFailed));
+        }
+        conn.execute("ROLLBACK TO unit", vec![]).await?;
     }
-    Ok(true)
+    Ok(Ran::Commit)
+}
+
+/// A unit's connection, which notes whether one of its statements was a
+/// deadlock's victim: the unit's error (its own type) does not say.
+struct Watched<'a> {
+    conn: &'a mut dyn Exec,
+    deadlock: bool,
+}
+
+impl Watched<'_> {
+    fn note<T>(&mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        if let Err(err) = &result {
+            self.deadlock |= is_deadlock(err);
+        }
+        result
+    }
+}
+
+impl Exec for Watched<'_> {
+    fn fetch_all<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: Vec<Cell>,
+    ) -> BoxFuture<'a, Result<Vec<Row>, sqlx::Error>> {
+        Box::pin(async move {
+            let result = self.conn.fetch_all(sql, args).await;
+            self.note(result)
+        })
+    }
+
+    fn execute<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: Vec<Cell>,
+    ) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
+        Box::pin(async move {
+            let result = self.conn.execute(sql, args).await;
+            self.note(result)
+        })
+    }
+
+    fn postgres(&self) -> bool {
+        self.conn.postgres()
+    }
 }
 
 #[cfg(test)]
@@ -636,7 +796,7 @@ mod tests {
     /// after `deadlock_timeout`); in shard order both batches commit. Then
     /// pure appends that deadlock with the other's unit: the victim batch
     /// (its appends go first, before any unit ran) starts over, and every
-    /// job commits.
+    /// job commits. Then units that cross: the victim starts over too.
     async fn two_servers_lock_streams_in_one_order(db: &Db) {
         let other = Writer::postgres(db.read.clone());
         let (a, b) = (StreamKey::Room(101), StreamKey::Room(102));
@@ -672,6 +832,41 @@ mod tests {
         one.unwrap();
         two.unwrap();
         three.unwrap();
+
+        // Units that append to each other's streams, which no order
+        // prevents: each holds its own stream's row and waits for the
+        // other's. The victim's batch starts over, and both commit.
+        let (one, two) = tokio::join!(
+            crossing_unit(&db.writes, a.clone(), b.clone()),
+            crossing_unit(&other, b.clone(), a.clone()),
+        );
+        one.unwrap();
+        two.unwrap();
+    }
+
+    /// A unit that appends to `mine`, holds its counter row 0.3 s, then
+    /// appends to `theirs`.
+    async fn crossing_unit(
+        writer: &Writer,
+        mine: StreamKey,
+        theirs: StreamKey,
+    ) -> Result<(), sqlx::Error> {
+        writer
+            .run(
+                Some(mine.clone()),
+                move |c| {
+                    let (mine, theirs) = (mine.clone(), theirs.clone());
+                    Box::pin(async move {
+                        let event = DomainEvent::new("x", Value::Null);
+                        event_log::append(&mut *c, mine, &event).await?;
+                        c.execute("SELECT pg_sleep(0.3)", vec![]).await?;
+                        event_log::append(&mut *c, theirs, &event).await?;
+                        Ok::<_, sqlx::Error>(())
+                    })
+                },
+                |_| {},
+            )
+            .await
     }
 
     /// A unit that waits `delay` seconds, then appends to `key` and holds
@@ -681,6 +876,7 @@ mod tests {
             .run(
                 Some(key.clone()),
                 move |c| {
+                    let key = key.clone();
                     Box::pin(async move {
                         c.execute(&format!("SELECT pg_sleep({delay})"), vec![])
                             .await?;
@@ -732,6 +928,7 @@ mod tests {
                         .run(
                             Some(key.clone()),
                             move |c| {
+                                let key = key.clone();
                                 Box::pin(async move {
                                     let event = DomainEvent::new("unit", serde_json::json!(i));
                                     let frame = event_log::append(c, key, &event).await?;
@@ -848,6 +1045,7 @@ mod tests {
                 .run(
                     None,
                     move |c| {
+                        let event = event.clone();
                         Box::pin(async move {
                             event_log::append(c, StreamKey::User(Uuid::nil()), &event).await
                         })

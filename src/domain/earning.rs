@@ -119,6 +119,7 @@ pub struct EarningView {
     pub updated_at: String,
 }
 
+#[derive(Clone)]
 pub struct NewEarning {
     pub platform_id: Uuid,
     pub date: String,
@@ -150,7 +151,7 @@ impl NewEarning {
 }
 
 /// A PATCH body: absent fields stay, `null` clears an optional one.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct EarningPatch {
     pub platform_id: Option<Uuid>,
     pub date: Option<String>,

@@ -47,6 +47,7 @@ pub struct ExpenseView {
     pub updated_at: String,
 }
 
+#[derive(Clone)]
 pub struct NewExpense {
     date: String,
     amount: Fixed2,
@@ -56,7 +57,7 @@ pub struct NewExpense {
 }
 
 /// Absent fields stay; `null` clears `platformId` or `notes`.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct ExpensePatch {
     date: Option<String>,
     amount: Option<Fixed2>,

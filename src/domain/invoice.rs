@@ -115,6 +115,7 @@ pub struct InvoiceView {
     pub updated_at: String,
 }
 
+#[derive(Clone)]
 pub struct NewInvoice {
     number: String,
     client: String,
@@ -126,7 +127,7 @@ pub struct NewInvoice {
     notes: Option<String>,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct InvoicePatch {
     number: Option<String>,
     client: Option<String>,

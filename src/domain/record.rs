@@ -48,10 +48,11 @@ pub trait Record: Clone + Send + Sync + Sized + 'static {
     /// The one filter of its own a list takes besides dates, if any.
     const FILTER: Option<&'static str>;
 
-    /// A parsed creation body.
-    type New: Send;
+    /// A parsed creation body (`Clone`: a write may run more than once,
+    /// see `Publisher::write`).
+    type New: Clone + Send + Sync;
     /// A parsed PATCH body.
-    type Patch: Send;
+    type Patch: Clone + Send + Sync;
     /// The wire shape: REST answers and the `{KIND}:new` event.
     type View: Serialize;
 

@@ -83,6 +83,7 @@ pub async fn register(
     let row = user.clone();
     app.publisher
         .write(&StreamKey::User(user.id), move |tx| {
+            let row = row.clone();
             Box::pin(async move {
                 match users::insert(tx.conn(), &row, now_ms()).await {
                     Err(err) if is_unique_violation(&err) => Err(ApiError::EmailTaken),
@@ -275,6 +276,7 @@ async fn revoke(app: &AppState, user: Uuid, hash: Option<&str>) -> ApiResult<use
     let access = app
         .publisher
         .write(&StreamKey::User(user), move |tx| {
+            let hash = hash.clone();
             Box::pin(async move {
                 users::revoke_tokens(tx.conn(), user, hash.as_deref(), now_ms())
                     .await?

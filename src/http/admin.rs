@@ -216,6 +216,7 @@ pub async fn emit(
             // transaction itself.
             app.publisher
                 .write(&StreamKey::Broadcast, move |tx| {
+                    let (name, event) = (name.clone(), event.clone());
                     Box::pin(async move {
                         let room = rooms::ensure(tx.conn(), &name).await?;
                         tx.append(StreamKey::Room(room), &event).await?;
@@ -370,6 +371,7 @@ pub async fn join_room(
     let (room, joined) = app
         .publisher
         .write(&StreamKey::User(user), move |tx| {
+            let name = name.clone();
             Box::pin(async move {
                 if !users::exists(tx.conn(), user).await? {
                     return Err(ApiError::NotFound);
@@ -424,6 +426,7 @@ pub async fn leave_room(
     let left = app
         .publisher
         .write(&StreamKey::User(user), move |tx| {
+            let name = name.clone();
             Box::pin(async move {
                 let Some(room) = rooms::find(tx.conn(), &name).await? else {
                     return Ok::<_, sqlx::Error>(None);

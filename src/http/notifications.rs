@@ -150,6 +150,7 @@ pub async fn mark_read(
     let me = me.id;
     app.publisher
         .write(&user.clone(), move |tx| {
+            let user = user.clone();
             Box::pin(async move {
                 if !notifications::mark_read(tx.conn(), me, id, now_ms()).await? {
                     return Err(ApiError::NotFound);

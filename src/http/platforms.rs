@@ -66,6 +66,7 @@ pub async fn create(
     let me = me.id;
     app.publisher
         .write(&user.clone(), move |tx| {
+            let (user, platform) = (user.clone(), platform.clone());
             Box::pin(async move {
                 // The row and its event: one statement on PostgreSQL.
                 let row = platforms::insert(me, &platform, now_ms());

@@ -128,6 +128,7 @@ async fn create<R: Table>(
     let created = app
         .publisher
         .write(&StreamKey::User(user), move |tx| {
+            let (key, new) = (key.clone(), new.clone());
             Box::pin(async move {
                 if let Some(key) = &key {
                     if let Some(stored) = idempotency::find(tx.conn(), user, key).await? {
@@ -207,6 +208,7 @@ async fn update<R: Table>(
     let record = app
         .publisher
         .write(&StreamKey::User(user), move |tx| {
+            let patch = patch.clone();
             Box::pin(async move {
                 let old = records::get::<R>(tx.conn(), user, id)
                     .await?

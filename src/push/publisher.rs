@@ -61,7 +61,9 @@ impl Publisher {
             return Ok(());
         };
         let shard = key(*first);
+        let notifications = Arc::new(notifications);
         self.write(&shard, move |tx| {
+            let notifications = notifications.clone();
             Box::pin(async move {
                 let rows = notifications
                     .iter()
@@ -83,20 +85,24 @@ impl Publisher {
     /// all (a unit that returns `Err` is rolled back). Its events are
     /// published once committed; then its result is returned. `shard` is
     /// the stream it mostly appends to: units of one stream share a writer
-    /// (on PostgreSQL, where there are several).
+    /// (on PostgreSQL, where there are several). The unit may run more
+    /// than once (`db::writer`: its batch may start over), so it clones
+    /// what it consumes and writes only through its `Tx`.
     pub async fn write<T, E, F>(&self, shard: &StreamKey, unit: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<sqlx::Error> + Send + 'static,
-        F: for<'t, 'c> FnOnce(&'t mut Tx<'c>) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
+        F: for<'t, 'c> Fn(&'t mut Tx<'c>) -> BoxFuture<'t, Result<T, E>> + Send + Sync + 'static,
     {
         let broker = self.broker.clone();
+        let unit = Arc::new(unit);
         let (out, _) = self
             .db
             .writes
             .run::<_, E, _, _>(
                 Some(shard.clone()),
                 move |conn| {
+                    let unit = unit.clone();
                     Box::pin(async move {
                         let mut tx = Tx {
                             conn,
