@@ -217,6 +217,14 @@ pub struct Config {
     #[arg(long, env = "EARNTRACK_SQLITE_WAL_MAX_MB", default_value_t = 1024)]
     pub sqlite_wal_max_mb: u64,
 
+    /// SQLite: how often (ms) the checkpointer copies the write-ahead log
+    /// back into the database beside the writer. Each run copies the
+    /// latest version of every page written since the last, so a longer
+    /// interval copies a hot page once for more writes.
+    #[arg(long, env = "EARNTRACK_SQLITE_CHECKPOINT_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub sqlite_checkpoint_ms: u64,
+
     /// Mark the auth cookie `Secure` (serve over HTTPS).
     #[arg(long, env = "EARNTRACK_COOKIE_SECURE", default_value_t = false)]
     pub cookie_secure: bool,

@@ -46,7 +46,12 @@ impl Jobs {
             stop.clone(),
         )));
         if state.db.backend == Backend::Sqlite {
-            handles.push(tokio::spawn(checkpointer(state.db.clone(), stop.clone())));
+            let every = Duration::from_millis(state.config.sqlite_checkpoint_ms);
+            handles.push(tokio::spawn(checkpointer(
+                state.db.clone(),
+                every,
+                stop.clone(),
+            )));
         }
         handles.push(tokio::spawn(retention(state.clone(), stop.clone())));
         handles.push(tokio::spawn(access_watch(state.clone(), stop.clone())));
@@ -77,8 +82,8 @@ async fn heartbeat(hub: Hub, every: Duration, stop: CancellationToken) {
 /// Often and small: a checkpoint competes with the writer for the cores,
 /// and one second's worth at 1,000 writes/s (~15k pages) held requests up
 /// for ~15 ms; a tenth of that is a short pause.
-async fn checkpointer(db: Db, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+async fn checkpointer(db: Db, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
