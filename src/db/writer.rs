@@ -192,8 +192,9 @@ trait Job: Send {
     /// The shard it was sent to (`shard_of` its first stream).
     fn shard(&self) -> u64;
     /// Run the unit; whether it succeeded (its result is kept for `finish`,
-    /// the last run's when a batch runs again). A pure append is never run alone (`units` appends all of a batch's
-    /// pure appends in one go and hands each its frames: `appended`).
+    /// the last run's when a batch runs again). A pure append is never run
+    /// alone (`units` appends all of a batch's pure appends in one go and
+    /// hands each its frames: `appended`).
     fn run<'c>(&'c mut self, _conn: &'c mut dyn Exec) -> BoxFuture<'c, bool> {
         Box::pin(async { false })
     }
