@@ -35,7 +35,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use sqlx::AnyPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::event_log;
@@ -409,29 +410,14 @@ fn sqlite_writer(
         let started = std::time::Instant::now();
         let mut batch = gather(first, &mut rx);
         order(&mut batch);
-        let exec: &mut dyn Exec = &mut conn;
         let mut tries = careful.tries();
-        let committed = runtime.block_on(async {
-            let conn = exec;
-            loop {
-                conn.execute("BEGIN IMMEDIATE", vec![]).await?;
-                let ran = attempt(conn, &mut batch, &tries).await;
-                let end = match ran {
-                    Ok(Ran::Commit) => conn.execute("COMMIT", vec![]).await,
-                    Ok(Ran::Nothing) => conn.execute("ROLLBACK", vec![]).await,
-                    Ok(Ran::Again(why)) => {
-                        conn.execute("ROLLBACK", vec![]).await?;
-                        tries.again(why, batch.len());
-                        continue;
-                    }
-                    Err(err) => Err(err),
-                };
-                if end.is_err() {
-                    let _ = conn.execute("ROLLBACK", vec![]).await;
-                }
-                break end.map(drop);
-            }
-        });
+        let committed = runtime.block_on(transact(
+            &mut conn,
+            "BEGIN IMMEDIATE",
+            false,
+            &mut batch,
+            &mut tries,
+        ));
         careful.after(&tries);
         answer(batch, committed, started);
         wal.bound(&conn);
@@ -440,29 +426,75 @@ fn sqlite_writer(
 
 async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     let mut careful = Careful::default();
+    // The writer's own connection, kept from one batch to the next: the
+    // pool pings a connection each time it hands one out, a round trip
+    // per batch. One that fails is closed, and the next batch takes a new
+    // one from the pool.
+    let mut held: Option<PoolConnection<Any>> = None;
     while let Some(first) = rx.recv().await {
         let started = std::time::Instant::now();
         let mut batch = gather(first, &mut rx);
         order(&mut batch);
         let mut tries = careful.tries();
-        let committed = async {
-            loop {
-                // Dropped uncommitted (an error), the transaction rolls back.
-                let mut tx = pool.begin().await?;
-                break match attempt(&mut *tx, &mut batch, &tries).await? {
-                    Ran::Commit => tx.commit().await,
-                    Ran::Nothing => tx.rollback().await,
-                    Ran::Again(why) => {
-                        tx.rollback().await?;
-                        tries.again(why, batch.len());
-                        continue;
-                    }
-                };
+        let committed = loop {
+            let (mut conn, kept) = match held.take() {
+                Some(conn) => (conn, true),
+                None => match pool.acquire().await {
+                    Ok(conn) => (conn, false),
+                    Err(err) => break Err(err),
+                },
+            };
+            // A kept connection may have been lost while it waited (its
+            // server restarted, the connection killed): then nothing of
+            // the batch has run yet, and it goes to a fresh one.
+            if let Err(err) = conn.execute("BEGIN", vec![]).await {
+                conn.close_on_drop();
+                match kept {
+                    true => continue,
+                    false => break Err(err),
+                }
             }
-        }
-        .await;
+            let result = transact(&mut *conn, "BEGIN", true, &mut batch, &mut tries).await;
+            match result {
+                Ok(()) => held = Some(conn),
+                Err(_) => conn.close_on_drop(),
+            }
+            break result;
+        };
         careful.after(&tries);
         answer(batch, committed, started);
+    }
+}
+
+/// A batch's transaction on `conn`, from `begin` (already sent when
+/// `begun`) to its COMMIT (or ROLLBACK), run again as often as `attempt`
+/// asks for.
+async fn transact(
+    conn: &mut dyn Exec,
+    begin: &str,
+    mut begun: bool,
+    batch: &mut [Box<dyn Job>],
+    tries: &mut Tries,
+) -> Result<(), sqlx::Error> {
+    loop {
+        if !begun {
+            conn.execute(begin, vec![]).await?;
+        }
+        begun = false;
+        let end = match attempt(conn, batch, tries).await {
+            Ok(Ran::Commit) => conn.execute("COMMIT", vec![]).await,
+            Ok(Ran::Nothing) => conn.execute("ROLLBACK", vec![]).await,
+            Ok(Ran::Again(why)) => {
+                conn.execute("ROLLBACK", vec![]).await?;
+                tries.again(why, batch.len());
+                continue;
+            }
+            Err(err) => Err(err),
+        };
+        if end.is_err() {
+            let _ = conn.execute("ROLLBACK", vec![]).await;
+        }
+        return end.map(drop);
     }
 }
 
@@ -783,6 +815,23 @@ mod tests {
         one_failing_unit_among_thirty(db.clone()).await;
         pure_appends_among_units(db.clone()).await;
         two_servers_lock_streams_in_one_order(&db).await;
+
+        // The writer keeps its connection between batches: killed while
+        // it waits, the next batch runs on a fresh one, and nothing fails.
+        let write = || {
+            db.writes
+                .run(None, |c| Box::pin(unit(c, 0, Uuid::new_v4())), |_| {})
+        };
+        write().await.unwrap();
+        let killed: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid()) AS t"
+        ))
+        .fetch_one(&mut server)
+        .await
+        .unwrap();
+        assert!(killed > 0);
+        write().await.unwrap();
         db.close().await;
         sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
             .execute(&mut server)
