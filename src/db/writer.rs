@@ -429,9 +429,20 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     // The writer's own connection, kept from one batch to the next: the
     // pool pings a connection each time it hands one out, a round trip
     // per batch. One that fails is closed, and the next batch takes a new
-    // one from the pool.
+    // one from the pool. It goes back when the pool closes (at shutdown),
+    // which waits for every connection handed out.
     let mut held: Option<PoolConnection<Any>> = None;
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            job = rx.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+            () = pool.close_event(), if held.is_some() => {
+                held = None;
+                continue;
+            }
+        };
         let started = std::time::Instant::now();
         let mut batch = gather(first, &mut rx);
         order(&mut batch);
