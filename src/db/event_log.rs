@@ -351,3 +351,84 @@ pub async fn prune_stream(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+
+    /// A SQLite database from before `0008_event_log_appends` (events keyed
+    /// by stream and sequence) keeps its log through the upgrade: a replay
+    /// reads the old events in order, and the next event of the stream
+    /// follows them.
+    #[tokio::test]
+    async fn events_logged_before_the_appended_layout_are_replayed_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = dir.path().join("migrations");
+        std::fs::create_dir(&before).unwrap();
+        let all = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+        for entry in std::fs::read_dir(all).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_owned();
+            if name.to_string_lossy().as_ref() < "0008" {
+                std::fs::copy(&path, before.join(name)).unwrap();
+            }
+        }
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let user = Uuid::now_v7();
+        let key = StreamKey::User(user);
+        sqlx::any::install_default_drivers();
+        let old = sqlx::AnyPool::connect(&format!("{url}?mode=rwc"))
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(before.as_path())
+            .await
+            .unwrap()
+            .run(&old)
+            .await
+            .unwrap();
+        for seq in 1..=2_i64 {
+            let envelope = Frame::envelope("old", &rfc3339(now_ms()), &serde_json::json!(seq));
+            sqlx::query(
+                "INSERT INTO event_log (stream, seq, event, envelope, created_at) VALUES ($1, $2, 'old', $3, $4)",
+            )
+            .bind(key.to_string())
+            .bind(seq)
+            .bind(envelope)
+            .bind(now_ms())
+            .execute(&old)
+            .await
+            .unwrap();
+        }
+        sqlx::query("INSERT INTO streams (key, seq, low) VALUES ($1, 2, 0)")
+            .bind(key.to_string())
+            .execute(&old)
+            .await
+            .unwrap();
+        old.close().await;
+
+        let db = Db::connect(&url, 2).await.unwrap();
+        let event = DomainEvent::new("new", serde_json::json!(3));
+        let appended = key.clone();
+        let frame = db
+            .writes
+            .run(
+                Some(key.clone()),
+                move |c| {
+                    let (key, event) = (appended.clone(), event.clone());
+                    Box::pin(async move { append(c, key, &event).await })
+                },
+                |_| {},
+            )
+            .await
+            .unwrap();
+        assert_eq!(frame.seq, 3);
+        let mut conn = db.read.acquire().await.unwrap();
+        let replayed = since_each(&mut conn, &[(key, 0)], user, 10).await.unwrap();
+        let seen: Vec<_> = replayed[0]
+            .iter()
+            .map(|f| (f.seq, f.name.as_str()))
+            .collect();
+        assert_eq!(seen, [(1, "old"), (2, "old"), (3, "new")]);
+    }
+}
