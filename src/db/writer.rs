@@ -405,6 +405,12 @@ fn wal_path(db: &std::path::Path) -> PathBuf {
 }
 
 impl Wal {
+    /// The WAL's size, if it is past its bound.
+    fn due(&self) -> Option<u64> {
+        let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        (size > self.max.load(Ordering::Relaxed).max(self.checkpointed_at)).then_some(size)
+    }
+
     /// Under steady writes the WAL would grow for as long as they go on:
     /// it starts over only when a write begins with every frame copied back
     /// into the database, and the checkpointer task (`jobs::checkpointer`,
@@ -414,10 +420,9 @@ impl Wal {
     /// WAL over (and cuts the file to `journal_size_limit`). The copy waits
     /// for the disk (~40 ms measured here), so it is kept rare.
     fn bound(&mut self, conn: &rusqlite::Connection) {
-        let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
-        if size <= self.max.load(Ordering::Relaxed).max(self.checkpointed_at) {
+        let Some(size) = self.due() else {
             return;
-        }
+        };
         self.checkpointed_at = size;
         let started = std::time::Instant::now();
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
@@ -471,6 +476,11 @@ impl Shared {
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return Some(job),
         };
+        // The checkpoint that bounds the WAL waits for the disk (tens of
+        // ms): the writer thread makes it, not a runtime worker.
+        if sqlite.wal.due().is_some() {
+            return Some(job);
+        }
         metrics::histogram!("earntrack_group_commit_requests").record(1.0);
         // Not the runtime's own `block_on`, which refuses to run on one of
         // its workers; nothing here waits for the runtime.
@@ -486,9 +496,8 @@ impl Shared {
 }
 
 impl Sqlite {
-    /// One batch's transaction, its answers (and their `after`s, in
-    /// commit order, while the connection is still held), then the WAL's
-    /// bound. `block_on` polls the transaction: every statement completes
+    /// One batch's transaction and its answers (and their `after`s, in
+    /// commit order, while the connection is still held). `block_on` polls the transaction: every statement completes
     /// at once (`Exec for rusqlite::Connection`), so it only drives the
     /// units' futures.
     fn commit(
@@ -508,7 +517,6 @@ impl Sqlite {
         )));
         self.careful.after(&tries);
         answer(batch, committed, started);
-        self.wal.bound(&self.conn);
     }
 }
 
@@ -523,9 +531,10 @@ fn sqlite_writer(shared: &Shared, mut rx: mpsc::Receiver<Box<dyn Job>>) {
         let started = std::time::Instant::now();
         let batch = gather(first, &mut rx);
         shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
-        shared
-            .lock()
-            .commit(batch, started, |transaction| runtime.block_on(transaction));
+        let mut sqlite = shared.lock();
+        sqlite.commit(batch, started, |transaction| runtime.block_on(transaction));
+        let Sqlite { conn, wal, .. } = &mut *sqlite;
+        wal.bound(conn);
     }
 }
 
