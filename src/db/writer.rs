@@ -497,9 +497,9 @@ impl Shared {
 
 impl Sqlite {
     /// One batch's transaction and its answers (and their `after`s, in
-    /// commit order, while the connection is still held). `block_on` polls the transaction: every statement completes
-    /// at once (`Exec for rusqlite::Connection`), so it only drives the
-    /// units' futures.
+    /// commit order, while the connection is still held). `block_on`
+    /// polls the transaction: every statement completes at once (`Exec for
+    /// rusqlite::Connection`), so it only drives the units' futures.
     fn commit(
         &mut self,
         mut batch: Vec<Box<dyn Job>>,
