@@ -42,7 +42,8 @@ pub struct FeedContext {
 
 /// Events read from the log per query.
 const PAGE: i64 = 500;
-/// Lags in a row without reaching live before a subscriber counts as too slow.
+/// Lags in a row without reaching live (an event straight from its channel,
+/// or the log's head) before a subscriber counts as too slow.
 const MAX_LAGS: u32 = 3;
 
 /// The `topics=` filter: a set of topics, one bit each. Topics a client
@@ -342,6 +343,14 @@ impl Feed {
             self.backlog.extend(frames.into_iter().map(Arc::new));
         }
         self.catch_up = more;
+        // At the log's head the subscriber is live again: a burst larger
+        // than its channel (hundreds of events in one commit) made it lag,
+        // not its connection. Lags count only while it stays behind the
+        // log, so a reader that keeps up is never ended as too slow; one
+        // that stops reading is ended by the write timeout.
+        if !more {
+            self.lags = 0;
+        }
         Ok(())
     }
 }
