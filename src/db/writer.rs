@@ -32,7 +32,7 @@
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use anyhow::Context;
@@ -94,7 +94,6 @@ impl Writer {
                 careful: Careful::default(),
                 wal,
             }),
-            queued: AtomicUsize::new(0),
             inline: AtomicBool::new(true),
         });
         let thread = shared.clone();
@@ -203,23 +202,17 @@ impl Writer {
     /// Run `job` here if the SQLite writer is idle, else put it in its
     /// shard's queue (`shard_of` the job's first stream).
     async fn send(&self, shard: u64, job: Box<dyn Job>) -> Result<(), sqlx::Error> {
+        let queue = &self.queues[(shard % self.queues.len() as u64) as usize];
         let job = match &self.sqlite {
-            Some(shared) => match shared.inline(job) {
-                Some(job) => {
-                    shared.queued.fetch_add(1, Ordering::AcqRel);
-                    job
-                }
+            // Every slot of the queue free: nothing waits for the writer
+            // thread that this job could overtake.
+            Some(shared) if queue.capacity() == queue.max_capacity() => match shared.inline(job) {
+                Some(job) => job,
                 None => return Ok(()),
             },
-            None => job,
+            _ => job,
         };
-        let queue = &self.queues[(shard % self.queues.len() as u64) as usize];
-        queue.send(job).await.map_err(|_| {
-            if let Some(shared) = &self.sqlite {
-                shared.queued.fetch_sub(1, Ordering::AcqRel);
-            }
-            sqlx::Error::PoolClosed
-        })
+        queue.send(job).await.map_err(|_| sqlx::Error::PoolClosed)
     }
 }
 
@@ -446,8 +439,6 @@ impl Wal {
 /// and then.
 struct Shared {
     sqlite: Mutex<Sqlite>,
-    /// Jobs sent to the writer thread and not yet taken by it.
-    queued: AtomicUsize,
     /// Whether a caller may run its unit itself (tests turn it off).
     inline: AtomicBool,
 }
@@ -459,16 +450,16 @@ struct Sqlite {
 }
 
 impl Shared {
-    /// Run `job` on the caller's thread, as a batch of one, if nothing is
-    /// queued for the writer and the connection is free; else give it
-    /// back. This saves the hand-off to the writer thread and back (two
+    /// Run `job` on the caller's thread, as a batch of one, if the
+    /// connection is free (the caller found nothing queued for the writer
+    /// thread); else give it back. This saves the hand-off to the writer thread and back (two
     /// thread wake-ups, each a wait for a core on a busy box) whenever
     /// writes do not overlap, which at 1,000 writes/s is most of them. The
     /// caller's thread is a runtime worker, held for one commit (no fsync:
     /// WAL with synchronous = NORMAL). Units that queue while it commits go
     /// to the writer thread and share its next commit, as before.
     fn inline(&self, job: Box<dyn Job>) -> Option<Box<dyn Job>> {
-        if !self.inline.load(Ordering::Relaxed) || self.queued.load(Ordering::Acquire) > 0 {
+        if !self.inline.load(Ordering::Relaxed) {
             return Some(job);
         }
         let mut sqlite = match self.sqlite.try_lock() {
@@ -530,7 +521,6 @@ fn sqlite_writer(shared: &Shared, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     while let Some(first) = rx.blocking_recv() {
         let started = std::time::Instant::now();
         let batch = gather(first, &mut rx);
-        shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
         let mut sqlite = shared.lock();
         sqlite.commit(batch, started, |transaction| runtime.block_on(transaction));
         let Sqlite { conn, wal, .. } = &mut *sqlite;
@@ -906,13 +896,9 @@ mod tests {
         Ok(seq)
     }
 
-    /// Units queued together share a commit; one that fails after writing
-    /// (a notification id already stored) and one that panics are rolled
-    /// back alone, and the others commit, with gap-free sequences, and
-    /// their `after` runs in commit order.
     /// A SQLite write that finds the writer idle runs on its caller's
-    /// thread, with no hand-off; with a write queued before it, or inline
-    /// runs turned off, it goes to the writer thread.
+    /// thread, with no hand-off; with inline runs turned off it goes to the
+    /// writer thread.
     #[tokio::test]
     async fn an_idle_sqlite_writer_runs_the_unit_on_its_callers_thread() {
         let dir = tempfile::tempdir().unwrap();
@@ -937,8 +923,12 @@ mod tests {
         );
     }
 
-    /// On SQLite twice: units that share the writer thread's batches, and
-    /// units run by their callers (each alone).
+    /// Units queued together share a commit; one that fails after writing
+    /// (a notification id already stored) and one that panics are rolled
+    /// back alone, and the others commit, with gap-free sequences, and
+    /// their `after` runs in commit order. On SQLite twice: units that
+    /// share the writer thread's batches, and units run by their callers
+    /// (each alone).
     #[tokio::test]
     async fn a_failing_unit_is_rolled_back_alone_and_the_others_commit() {
         for inline in [false, true] {
