@@ -204,8 +204,12 @@ impl Writer {
     async fn send(&self, shard: u64, job: Box<dyn Job>) -> Result<(), sqlx::Error> {
         let queue = &self.queues[(shard % self.queues.len() as u64) as usize];
         let job = match &self.sqlite {
-            // Every slot of the queue free: nothing waits for the writer
-            // thread that this job could overtake.
+            // Every slot of the queue free: the writer thread has taken
+            // all that was sent. A batch it took but has not locked yet may
+            // be overtaken; concurrent requests are promised no order, and
+            // a stream's sequence numbers and its hand-off to the hub are
+            // both given under the connection's lock, so each stream stays
+            // in order.
             Some(shared) if queue.capacity() == queue.max_capacity() => match shared.inline(job) {
                 Some(job) => job,
                 None => return Ok(()),
@@ -452,12 +456,13 @@ struct Sqlite {
 impl Shared {
     /// Run `job` on the caller's thread, as a batch of one, if the
     /// connection is free (the caller found nothing queued for the writer
-    /// thread); else give it back. This saves the hand-off to the writer thread and back (two
-    /// thread wake-ups, each a wait for a core on a busy box) whenever
-    /// writes do not overlap, which at 1,000 writes/s is most of them. The
-    /// caller's thread is a runtime worker, held for one commit (no fsync:
-    /// WAL with synchronous = NORMAL). Units that queue while it commits go
-    /// to the writer thread and share its next commit, as before.
+    /// thread); else give it back. This saves the hand-off to the writer
+    /// thread and back (two thread wake-ups, each a wait for a core on a
+    /// busy box) whenever writes do not overlap, which at 1,000 writes/s is
+    /// most of them. The caller's thread is a runtime worker, held for one
+    /// commit (no fsync: WAL with synchronous = NORMAL). Units that queue
+    /// while it commits go to the writer thread and share its next commit,
+    /// as before.
     fn inline(&self, job: Box<dyn Job>) -> Option<Box<dyn Job>> {
         if !self.inline.load(Ordering::Relaxed) {
             return Some(job);
