@@ -541,6 +541,9 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     // one from the pool. It goes back when the pool closes (at shutdown),
     // which waits for every connection handed out.
     let mut held: Option<PoolConnection<Any>> = None;
+    // When `held` last answered: a connection that did so within
+    // `FRESH` is taken to be alive (see `appends_alone`).
+    let mut answered = std::time::Instant::now();
     loop {
         let first = tokio::select! {
             job = rx.recv() => match job {
@@ -556,6 +559,29 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
         let mut batch = gather(first, &mut rx);
         order(&mut batch);
         let mut tries = careful.tries();
+        if held.is_some()
+            && answered.elapsed() < FRESH
+            && batch.iter().all(|job| job.events().is_some())
+        {
+            if let Some(mut conn) = held.take() {
+                let committed = appends_alone(&mut *conn, &mut batch, &mut tries).await;
+                match &committed {
+                    Ok(()) => {
+                        held = Some(conn);
+                        answered = std::time::Instant::now();
+                    }
+                    Err(_) => conn.close_on_drop(),
+                }
+                // A backend terminated while it waited (a restart, an
+                // operator) committed nothing of the batch: a fresh
+                // connection takes it, as after a failed `BEGIN`.
+                if !committed.as_ref().is_err_and(is_terminated) {
+                    careful.after(&tries);
+                    answer(batch, committed, started);
+                    continue;
+                }
+            }
+        }
         let committed = loop {
             let (mut conn, kept) = match held.take() {
                 Some(conn) => (conn, true),
@@ -576,13 +602,46 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
             }
             let result = transact(&mut *conn, "BEGIN", true, &mut batch, &mut tries).await;
             match result {
-                Ok(()) => held = Some(conn),
+                Ok(()) => {
+                    held = Some(conn);
+                    answered = std::time::Instant::now();
+                }
                 Err(_) => conn.close_on_drop(),
             }
             break result;
         };
         careful.after(&tries);
         answer(batch, committed, started);
+    }
+}
+
+/// How recently the kept connection must have answered for a batch of
+/// pure appends to skip the `BEGIN` that would find it lost.
+const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A batch of pure appends only, on PostgreSQL: their one statement
+/// (`event_log::append_many`) commits on its own, so the batch costs one
+/// round trip instead of three (`BEGIN`, the statement, `COMMIT`), and
+/// the writer, which waits for each, turns over three times as fast (the
+/// ceiling of `bench/cluster.sh c`, and a publish's latency). A statement
+/// that fails was rolled back whole, so a deadlock's victim runs again
+/// as in a transaction. Taken only on a connection that answered within
+/// `FRESH`. A backend terminated meanwhile answers `57P01`, and a
+/// statement that meets it did not commit, so the batch goes to a fresh
+/// connection; a connection lost any other way fails the batch with an
+/// error for its callers, as one lost during a `COMMIT` does.
+async fn appends_alone(
+    conn: &mut dyn Exec,
+    batch: &mut [Box<dyn Job>],
+    tries: &mut Tries,
+) -> Result<(), sqlx::Error> {
+    loop {
+        match pure_appends(conn, batch).await {
+            Err(err) if is_deadlock(&err) && tries.may_retry_deadlock() => {
+                tries.again(Why::Deadlock, batch.len());
+            }
+            result => return result.map(drop),
+        }
     }
 }
 
@@ -645,6 +704,14 @@ fn order(batch: &mut [Box<dyn Job>]) {
 /// Deadlocks a batch may meet before its unit fails (or, for its pure
 /// appends, the batch).
 const MAX_DEADLOCK_RETRIES: u32 = 3;
+
+/// The backend was terminated (`admin_shutdown`, `crash_shutdown`): the
+/// statement that met it did not commit.
+fn is_terminated(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "57P01" || code == "57P02")
+}
 
 fn is_deadlock(err: &sqlx::Error) -> bool {
     err.as_database_error()
@@ -987,6 +1054,33 @@ mod tests {
         .unwrap();
         assert!(killed > 0);
         write().await.unwrap();
+        // The same for a batch of pure appends, which skips `BEGIN` on a
+        // connection that answered within `FRESH`: killed right after an
+        // append, the next one still commits, once.
+        let key = StreamKey::Room(7007);
+        let publish = |n: i64| {
+            let events = vec![(
+                key.clone(),
+                DomainEvent::new("bench", serde_json::json!({ "n": n })),
+            )];
+            db.writes.append(events, |_| {})
+        };
+        publish(1).await.unwrap();
+        let killed: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid()) AS t"
+        ))
+        .fetch_one(&mut server)
+        .await
+        .unwrap();
+        assert!(killed > 0);
+        publish(2).await.unwrap();
+        let seqs: Vec<i64> =
+            sqlx::query_scalar("SELECT seq FROM event_log WHERE stream = 'r:7007' ORDER BY seq")
+                .fetch_all(&db.read)
+                .await
+                .unwrap();
+        assert_eq!(seqs, vec![1, 2]);
         db.close().await;
         sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
             .execute(&mut server)
