@@ -1045,14 +1045,7 @@ mod tests {
                 .run(None, |c| Box::pin(unit(c, 0, Uuid::new_v4())), |_| {})
         };
         write().await.unwrap();
-        let killed: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{name}' AND pid <> pg_backend_pid()) AS t"
-        ))
-        .fetch_one(&mut server)
-        .await
-        .unwrap();
-        assert!(killed > 0);
+        assert!(terminate_backends(&mut server, &name).await > 0);
         write().await.unwrap();
         // The same for a batch of pure appends, which skips `BEGIN` on a
         // connection that answered within `FRESH`: killed right after an
@@ -1066,14 +1059,7 @@ mod tests {
             db.writes.append(events, |_| {})
         };
         publish(1).await.unwrap();
-        let killed: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{name}' AND pid <> pg_backend_pid()) AS t"
-        ))
-        .fetch_one(&mut server)
-        .await
-        .unwrap();
-        assert!(killed > 0);
+        assert!(terminate_backends(&mut server, &name).await > 0);
         publish(2).await.unwrap();
         let seqs: Vec<i64> =
             sqlx::query_scalar("SELECT seq FROM event_log WHERE stream = 'r:7007' ORDER BY seq")
@@ -1086,6 +1072,17 @@ mod tests {
             .execute(&mut server)
             .await
             .unwrap();
+    }
+
+    /// Terminate every backend of database `name` but `server`'s own; how many.
+    async fn terminate_backends(server: &mut sqlx::AnyConnection, name: &str) -> i64 {
+        sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid()) AS t"
+        ))
+        .fetch_one(server)
+        .await
+        .unwrap()
     }
 
     /// Two servers' writers (two `Writer`s on one database) given the same
