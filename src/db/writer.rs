@@ -622,8 +622,8 @@ const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 /// A batch of pure appends only, on PostgreSQL: their one statement
 /// (`event_log::append_many`) commits on its own, so the batch costs one
 /// round trip instead of three (`BEGIN`, the statement, `COMMIT`), and
-/// the writer, which waits for each, turns over three times as fast (the
-/// ceiling of `bench/cluster.sh c`, and a publish's latency). A statement
+/// the writer, which waits for each, is free sooner (measured in README:
+/// `bench/cluster.sh c`'s ceiling and `b`'s latency). A statement
 /// that fails was rolled back whole, so a deadlock's victim runs again
 /// as in a transaction. Taken only on a connection that answered within
 /// `FRESH`. A backend terminated meanwhile answers `57P01`, and a
