@@ -539,11 +539,10 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     // pool pings a connection each time it hands one out, a round trip
     // per batch. One that fails is closed, and the next batch takes a new
     // one from the pool. It goes back when the pool closes (at shutdown),
-    // which waits for every connection handed out.
-    let mut held: Option<PoolConnection<Any>> = None;
-    // When `held` last answered: a connection that did so within
-    // `FRESH` is taken to be alive (see `appends_alone`).
-    let mut answered = std::time::Instant::now();
+    // which waits for every connection handed out. It is kept with the
+    // moment it last answered: one that did so within `FRESH` is taken
+    // to be alive (see `appends_alone`).
+    let mut held: Option<(PoolConnection<Any>, std::time::Instant)> = None;
     loop {
         let first = tokio::select! {
             job = rx.recv() => match job {
@@ -559,17 +558,12 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
         let mut batch = gather(first, &mut rx);
         order(&mut batch);
         let mut tries = careful.tries();
-        if held.is_some()
-            && answered.elapsed() < FRESH
-            && batch.iter().all(|job| job.events().is_some())
-        {
-            if let Some(mut conn) = held.take() {
+        let fresh = |(_, at): &mut (_, std::time::Instant)| at.elapsed() < FRESH;
+        if batch.iter().all(|job| job.events().is_some()) {
+            if let Some((mut conn, _)) = held.take_if(fresh) {
                 let committed = appends_alone(&mut *conn, &mut batch, &mut tries).await;
                 match &committed {
-                    Ok(()) => {
-                        held = Some(conn);
-                        answered = std::time::Instant::now();
-                    }
+                    Ok(()) => held = Some((conn, std::time::Instant::now())),
                     Err(_) => conn.close_on_drop(),
                 }
                 // A backend terminated while it waited (a restart, an
@@ -584,7 +578,7 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
         }
         let committed = loop {
             let (mut conn, kept) = match held.take() {
-                Some(conn) => (conn, true),
+                Some((conn, _)) => (conn, true),
                 None => match pool.acquire().await {
                     Ok(conn) => (conn, false),
                     Err(err) => break Err(err),
@@ -602,10 +596,7 @@ async fn postgres_writer(pool: AnyPool, mut rx: mpsc::Receiver<Box<dyn Job>>) {
             }
             let result = transact(&mut *conn, "BEGIN", true, &mut batch, &mut tries).await;
             match result {
-                Ok(()) => {
-                    held = Some(conn);
-                    answered = std::time::Instant::now();
-                }
+                Ok(()) => held = Some((conn, std::time::Instant::now())),
                 Err(_) => conn.close_on_drop(),
             }
             break result;
