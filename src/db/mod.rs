@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod invoices;
 pub mod notifications;
 pub mod notify;
+pub mod page_cache;
 pub mod platforms;
 pub mod presence;
 pub mod records;
@@ -68,6 +69,11 @@ impl Db {
         };
         let (read, write, writes) = match backend {
             Backend::Sqlite => {
+                // Before the first connection: SQLite takes its page cache
+                // once, when it starts.
+                if !page_cache::install() {
+                    tracing::debug!("SQLite was started before its page cache could be wrapped");
+                }
                 let url = sqlite_url(url);
                 let options: AnyConnectOptions = url.parse().context("parsing DATABASE_URL")?;
                 let write = sqlite_pool(1)
