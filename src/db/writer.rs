@@ -335,11 +335,17 @@ fn open(path: &std::path::Path) -> anyhow::Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path)
         .with_context(|| format!("opening {} for writing", path.display()))?;
     // As the sqlx connections (db::sqlite_pool): WAL, NORMAL, no
-    // checkpoint inside a commit (the checkpointer task does it).
+    // checkpoint inside a commit (the checkpointer task does it). The WAL
+    // file is never cut (journal_size_limit -1): a WAL that starts over
+    // writes over pages the kernel already holds, where a file cut and
+    // grown again costs a page allocation and an ext4 block reservation
+    // per 4 KiB (a third of the commit's pwrite time in a profile of
+    // `bench/run.sh unicast-rest`), as PostgreSQL recycles its WAL
+    // segments. The file stays at its largest size, bounded by `Wal::bound`.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; \
          PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0; \
-         PRAGMA journal_size_limit = 67108864;",
+         PRAGMA journal_size_limit = -1;",
     )?;
     conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
@@ -414,7 +420,7 @@ impl Wal {
     /// on a reader, beside the writer) never catches up with the last
     /// commit while commits keep coming. Past `max`, the writer copies the
     /// rest itself between two batches; its next transaction starts the
-    /// WAL over (and cuts the file to `journal_size_limit`). The copy waits
+    /// WAL over, at the start of the same file. The copy waits
     /// for the disk (~40 ms measured here), so it is kept rare.
     fn bound(&mut self, conn: &rusqlite::Connection) {
         let Some(size) = self.due() else {
