@@ -347,8 +347,29 @@ fn open(path: &std::path::Path) -> anyhow::Result<rusqlite::Connection> {
          PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0; \
          PRAGMA journal_size_limit = -1;",
     )?;
+    keep_wal_file(&conn);
     conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
+}
+
+/// The last connection to close checkpoints the WAL and deletes its file,
+/// unless told to keep it: the writer's is closed last (after the sqlx
+/// pools, `Db::close`), so the next process reuses the file too.
+fn keep_wal_file(conn: &rusqlite::Connection) {
+    let mut keep: std::os::raw::c_int = 1;
+    // SAFETY: a file control of this open connection's main database,
+    // given a pointer to an int, as SQLITE_FCNTL_PERSIST_WAL takes.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&mut keep as *mut std::os::raw::c_int).cast(),
+        )
+    };
+    if rc != rusqlite::ffi::SQLITE_OK {
+        tracing::warn!(rc, "SQLite would not keep the WAL file");
+    }
 }
 
 /// The first job and whatever else is already queued, up to `MAX_BATCH`.
