@@ -304,21 +304,29 @@ pub async fn since_each(
     Ok(out)
 }
 
+/// Streams with events older than `$1`, and the last such sequence of each.
+/// The subquery's ORDER BY makes SQLite read only the old rows, through the
+/// time index: written as one flat GROUP BY, its planner chose to scan the
+/// whole log through the stream index (grouping without a sort), 0.3–2 s
+/// of a core at every pass on a benchmark's database that had nothing to
+/// prune.
+const AGED: &str = "SELECT stream, MAX(seq) FROM \
+     (SELECT stream, seq FROM event_log WHERE created_at < $1 ORDER BY created_at) AS aged \
+     GROUP BY stream";
+
 /// Retention, step 1: which streams to cut, and up to which sequence.
-/// Events older than `before_ms` are found through the time index, so the
-/// cost follows what is pruned, not the size of the log; streams holding
-/// more than `keep` events are found in the small `streams` table.
+/// Events older than `before_ms` are found through the time index (`AGED`),
+/// so the cost follows what is pruned, not the size of the log; streams
+/// holding more than `keep` events are found in the small `streams` table.
 pub async fn prune_targets(
     conn: &mut AnyConnection,
     before_ms: i64,
     keep: i64,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let aged: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT stream, MAX(seq) FROM event_log WHERE created_at < $1 GROUP BY stream",
-    )
-    .bind(before_ms)
-    .fetch_all(&mut *conn)
-    .await?;
+    let aged: Vec<(String, i64)> = sqlx::query_as(AGED)
+        .bind(before_ms)
+        .fetch_all(&mut *conn)
+        .await?;
     let crowded: Vec<(String, i64)> =
         sqlx::query_as("SELECT key, seq - $1 FROM streams WHERE seq - low > $1")
             .bind(keep)
@@ -356,6 +364,31 @@ pub async fn prune_stream(
 mod tests {
     use super::*;
     use crate::db::Db;
+
+    /// Retention's look for old events reads the time index, never the
+    /// whole log (on SQLite, whose planner would otherwise scan it).
+    #[tokio::test]
+    async fn old_events_are_found_through_the_time_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = Db::connect(&url, 1).await.unwrap();
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {AGED}"))
+            .bind(0i64)
+            .fetch_all(&db.read)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| sqlx::Row::get::<String, _>(row, 3))
+            .collect();
+        assert!(
+            plan.iter().any(|step| step.contains("event_log_by_time")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN event_log")),
+            "{plan:?}"
+        );
+    }
 
     /// A SQLite database from before `0008_event_log_appends` (events keyed
     /// by stream and sequence) keeps its log through the upgrade: a replay
