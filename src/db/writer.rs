@@ -83,10 +83,13 @@ impl Writer {
         let conn = open(&path)?;
         let (queue, rx) = mpsc::channel(QUEUE);
         let wal_max = Arc::new(AtomicU64::new(WAL_MAX));
+        let wal_path = wal_path(&path);
         let wal = Wal {
-            path: wal_path(&path),
+            // A file kept by an earlier process (`open`) starts over at its
+            // start too: it is as big as it may grow before a checkpoint.
+            checkpointed_at: std::fs::metadata(&wal_path).map_or(0, |m| m.len()),
+            path: wal_path,
             max: wal_max.clone(),
-            checkpointed_at: 0,
         };
         let shared = Arc::new(Shared {
             sqlite: Mutex::new(Sqlite {
