@@ -141,7 +141,7 @@ impl Db {
 
     /// SQLite, before the server serves (not for the admin CLI, which may
     /// run beside a live server): copy whatever an earlier process left in the
-    /// WAL into the database and start the WAL over, then write once. A WAL
+    /// WAL into the database and empty the file, then write once. A WAL
     /// that starts over costs its first commit an fsync of the new WAL
     /// header (WAL mode with synchronous = NORMAL syncs only there and at
     /// checkpoints), 20-40 ms on this disk; paid here it is not paid by the
@@ -151,7 +151,7 @@ impl Db {
         if self.backend != Backend::Sqlite {
             return Ok(());
         }
-        self.restart_wal().await?;
+        self.truncate_wal().await?;
         sqlx::query(
             "INSERT INTO meta (key, value) VALUES ('opened_at', $1) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -163,12 +163,10 @@ impl Db {
         Ok(())
     }
 
-    /// SQLite: every frame of the WAL into the database, so that the next
-    /// write starts the WAL over from the file's start. The file itself is
-    /// kept (`writer::open` says why). Only when no one else writes: at
-    /// start and at shutdown.
-    async fn restart_wal(&self) -> anyhow::Result<()> {
-        sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+    /// SQLite: every frame of the WAL into the database and the file cut to
+    /// nothing. Only when no one else writes: at start and at shutdown.
+    async fn truncate_wal(&self) -> anyhow::Result<()> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .fetch_one(&self.write)
             .await
             .context("checkpointing the WAL")?;
@@ -211,10 +209,10 @@ impl Db {
     }
 
     pub async fn close(&self) {
-        // The next start then finds nothing to copy back (`start_wal`).
+        // The next start then finds an empty WAL (`start_wal`).
         if self.backend == Backend::Sqlite {
-            if let Err(err) = self.restart_wal().await {
-                tracing::warn!(error = %err, "checkpointing the WAL at shutdown failed");
+            if let Err(err) = self.truncate_wal().await {
+                tracing::warn!(error = %err, "emptying the WAL at shutdown failed");
             }
         }
         self.write.close().await;

@@ -83,13 +83,10 @@ impl Writer {
         let conn = open(&path)?;
         let (queue, rx) = mpsc::channel(QUEUE);
         let wal_max = Arc::new(AtomicU64::new(WAL_MAX));
-        let wal_path = wal_path(&path);
         let wal = Wal {
-            // A file kept by an earlier process (`open`) starts over at its
-            // start too: it is as big as it may grow before a checkpoint.
-            checkpointed_at: std::fs::metadata(&wal_path).map_or(0, |m| m.len()),
-            path: wal_path,
+            path: wal_path(&path),
             max: wal_max.clone(),
+            checkpointed_at: 0,
         };
         let shared = Arc::new(Shared {
             sqlite: Mutex::new(Sqlite {
@@ -338,41 +335,14 @@ fn open(path: &std::path::Path) -> anyhow::Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path)
         .with_context(|| format!("opening {} for writing", path.display()))?;
     // As the sqlx connections (db::sqlite_pool): WAL, NORMAL, no
-    // checkpoint inside a commit (the checkpointer task does it). The WAL
-    // file is never cut (journal_size_limit -1): a WAL that starts over
-    // writes over pages the kernel already holds, where a file cut and
-    // grown again costs a page allocation and an ext4 block reservation
-    // per 4 KiB (a third of the commit's pwrite time in a profile of
-    // `bench/run.sh unicast-rest`), as PostgreSQL recycles its WAL
-    // segments. The file stays at its largest size, bounded by `Wal::bound`.
+    // checkpoint inside a commit (the checkpointer task does it).
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; \
          PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0; \
-         PRAGMA journal_size_limit = -1;",
+         PRAGMA journal_size_limit = 67108864;",
     )?;
-    keep_wal_file(&conn);
     conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
-}
-
-/// The last connection to close checkpoints the WAL and deletes its file,
-/// unless told to keep it: the writer's is closed last (after the sqlx
-/// pools, `Db::close`), so the next process reuses the file too.
-fn keep_wal_file(conn: &rusqlite::Connection) {
-    let mut keep: std::os::raw::c_int = 1;
-    // SAFETY: a file control of this open connection's main database,
-    // given a pointer to an int, as SQLITE_FCNTL_PERSIST_WAL takes.
-    let rc = unsafe {
-        rusqlite::ffi::sqlite3_file_control(
-            conn.handle(),
-            c"main".as_ptr(),
-            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
-            (&mut keep as *mut std::os::raw::c_int).cast(),
-        )
-    };
-    if rc != rusqlite::ffi::SQLITE_OK {
-        tracing::warn!(rc, "SQLite would not keep the WAL file");
-    }
 }
 
 /// The first job and whatever else is already queued, up to `MAX_BATCH`.
@@ -444,7 +414,7 @@ impl Wal {
     /// on a reader, beside the writer) never catches up with the last
     /// commit while commits keep coming. Past `max`, the writer copies the
     /// rest itself between two batches; its next transaction starts the
-    /// WAL over, at the start of the same file. The copy waits
+    /// WAL over (and cuts the file to `journal_size_limit`). The copy waits
     /// for the disk (~40 ms measured here), so it is kept rare.
     fn bound(&mut self, conn: &rusqlite::Connection) {
         let Some(size) = self.due() else {

@@ -285,8 +285,7 @@ async fn tokens_survive_a_restart_on_the_same_database_without_jwt_secret() {
 
 /// The WAL's current run: the salt of its header and how many frames carry
 /// it. A WAL that starts over (only once every frame was copied into the
-/// database) gets a new salt and writes over the old frames, which the
-/// file keeps.
+/// database) gets a new salt.
 fn wal_run(db: &Path) -> ([u8; 8], u64) {
     let mut wal = db.as_os_str().to_owned();
     wal.push("-wal");
@@ -317,8 +316,8 @@ fn earnings_in_the_file(db: &Path) -> u64 {
 
 /// A WAL left by a killed process is copied into the database before the
 /// next one serves (its first request must not pay for it), nothing in it
-/// is lost, and a clean stop leaves every frame copied into the database
-/// (the WAL file itself is kept for reuse, `db::writer::open`).
+/// is lost, and after a clean stop the database file alone holds every
+/// write.
 #[tokio::test]
 async fn a_wal_left_by_a_killed_server_is_folded_in_at_start_and_a_clean_stop_copies_it_all() {
     let dir = tempfile::tempdir().unwrap();
