@@ -25,14 +25,14 @@ use rusqlite::ffi;
 pub static TRUNCATES_PASSED: AtomicU64 = AtomicU64::new(0);
 pub static TRUNCATES_SKIPPED: AtomicU64 = AtomicU64::new(0);
 
-/// SQLite's default methods, which every call ends in.
-struct Default(ffi::sqlite3_pcache_methods2);
+/// SQLite's own methods, which every call ends in.
+struct Pcache1(ffi::sqlite3_pcache_methods2);
 // SAFETY: the methods are plain C functions and a pointer SQLite itself
 // passes to them; SQLite calls them from any thread.
-unsafe impl Send for Default {}
-unsafe impl Sync for Default {}
+unsafe impl Send for Pcache1 {}
+unsafe impl Sync for Pcache1 {}
 
-static DEFAULT: OnceLock<Default> = OnceLock::new();
+static PCACHE1: OnceLock<Pcache1> = OnceLock::new();
 
 /// Puts the wrapper in place. Must run before SQLite is first used in the
 /// process (`sqlite3_config` refuses afterwards); returns whether it is in
@@ -65,7 +65,7 @@ pub fn install() -> bool {
                 xShrink: Some(shrink),
                 ..default
             };
-            let _ = DEFAULT.set(Default(default));
+            let _ = PCACHE1.set(Pcache1(default));
             ffi::sqlite3_config(
                 ffi::SQLITE_CONFIG_PCACHE2,
                 &ours as *const ffi::sqlite3_pcache_methods2,
@@ -126,7 +126,6 @@ impl Keys {
     }
 }
 
-#[repr(C)]
 struct Cache {
     inner: *mut ffi::sqlite3_pcache,
     keys: Keys,
@@ -134,7 +133,7 @@ struct Cache {
 
 fn methods() -> &'static ffi::sqlite3_pcache_methods2 {
     // Set before the wrapper was handed to SQLite, so before any call here.
-    &DEFAULT.get().expect("installed").0
+    &PCACHE1.get().expect("installed").0
 }
 
 /// # Safety
