@@ -298,6 +298,36 @@ async fn a_bad_target_is_422() {
     assert_quiet(&mut stream, "alice").await;
 }
 
+#[tokio::test]
+async fn an_event_for_an_unknown_user_is_422_even_beside_known_ones() {
+    // Arrange: alice is known to the server (her stream and an event to
+    // her put her in its memory); the other id belongs to nobody.
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let alice = app.user().await;
+    let (mut stream, _) = app.stream_connected(&alice).await;
+    emit_ok(&app, &admin, json!({"user": alice.id}), "hello", json!({})).await;
+    stream.expect("hello").await;
+    let unknown = uuid::Uuid::new_v4().to_string();
+
+    for target in [
+        json!({"user": unknown}),
+        json!({"users": [alice.id, unknown]}),
+    ] {
+        // Act
+        let res = emit(&app, &admin, target.clone(), "hello", json!({})).await;
+
+        // Assert: refused as a whole, naming the id; alice gets nothing.
+        let body =
+            assert_api_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        let field = body["error"]["fields"]["target"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(field.contains(&unknown), "{target}: {body}");
+    }
+    assert_quiet(&mut stream, "alice").await;
+}
+
 // --- rooms --------------------------------------------------------------------
 
 /// Posts `n` as a `room:msg` to room `team-1`.
