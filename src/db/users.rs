@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, AnyPool};
 use uuid::Uuid;
 
 use super::exec::Exec;
@@ -42,15 +42,15 @@ impl KnownUsers {
     }
 
     /// The user's access, from memory when it can be; `None`: no such user.
-    pub async fn access(
-        &self,
-        conn: &mut AnyConnection,
-        id: Uuid,
-    ) -> Result<Option<Access>, sqlx::Error> {
+    /// A connection of `pool` is taken only for a user not yet known:
+    /// taking one pings it (on SQLite a hand-off to its driver thread, on
+    /// PostgreSQL a network round trip), which known users must not pay
+    /// per request or per published event.
+    pub async fn access(&self, pool: &AnyPool, id: Uuid) -> Result<Option<Access>, sqlx::Error> {
         if let Some(access) = self.get(id) {
             return Ok(Some(access));
         }
-        let found = access(conn, id).await?;
+        let found = access(&mut *pool.acquire().await?, id).await?;
         if let Some(access) = found {
             self.put(id, access);
         }
@@ -58,8 +58,8 @@ impl KnownUsers {
     }
 
     /// `exists`, answered from memory when it can be.
-    pub async fn exists(&self, conn: &mut AnyConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-        Ok(self.access(conn, id).await?.is_some())
+    pub async fn exists(&self, pool: &AnyPool, id: Uuid) -> Result<bool, sqlx::Error> {
+        Ok(self.access(pool, id).await?.is_some())
     }
 
     /// Record `access` (after a change seen in the database); whether it

@@ -73,23 +73,10 @@ fn user_ids(v: &Value) -> Result<Vec<Uuid>, &'static str> {
     Ok(ids)
 }
 
-/// Refuse ids of users that do not exist (422, naming the field). Users
-/// already known are checked in memory; a connection is taken only for the
-/// others (taking one is a round trip to a driver thread, and a service
-/// publishing to users it targets again and again would pay it per event).
+/// Refuse ids of users that do not exist (422, naming the field).
 async fn check_users(app: &AppState, ids: &[Uuid], field: &str) -> ApiResult<()> {
-    let known = &app.db.known_users;
-    let unknown: Vec<Uuid> = ids
-        .iter()
-        .copied()
-        .filter(|id| known.get(*id).is_none())
-        .collect();
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    let mut conn = app.db.read.acquire().await?;
-    for id in unknown {
-        if !known.exists(&mut conn, id).await? {
+    for id in ids {
+        if !app.db.known_users.exists(&app.db.read, *id).await? {
             return Err(ApiError::field(field, format!("unknown user {id}")));
         }
     }

@@ -165,18 +165,12 @@ impl FromRequestParts<AppState> for AuthUser {
         let (token, source) = find_token(parts)?;
         let claims = state.keys.verify(&token)?;
         let id = Uuid::parse_str(&claims.sub).map_err(|_| ApiError::InvalidToken)?;
-        let access = match state.db.known_users.get(id) {
-            Some(access) => access,
-            None => {
-                let mut conn = state.db.read.acquire().await?;
-                state
-                    .db
-                    .known_users
-                    .access(&mut conn, id)
-                    .await?
-                    .ok_or(ApiError::InvalidToken)?
-            }
-        };
+        let access = state
+            .db
+            .known_users
+            .access(&state.db.read, id)
+            .await?
+            .ok_or(ApiError::InvalidToken)?;
         if source == TokenSource::Cookie
             && is_write(&parts.method)
             && !same_origin_or_allowed(&parts.headers, &state.config.cors_origins)

@@ -304,6 +304,12 @@ fn wal_run(db: &Path) -> ([u8; 8], u64) {
     (salt, frames)
 }
 
+fn wal_bytes(db: &Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).map_or(0, |m| m.len())
+}
+
 /// Earnings in the database file alone, without its WAL: what was copied
 /// into it.
 fn earnings_in_the_file(db: &Path) -> u64 {
@@ -317,7 +323,7 @@ fn earnings_in_the_file(db: &Path) -> u64 {
 /// A WAL left by a killed process is copied into the database before the
 /// next one serves (its first request must not pay for it), nothing in it
 /// is lost, and after a clean stop the database file alone holds every
-/// write.
+/// write and no WAL is left.
 #[tokio::test]
 async fn a_wal_left_by_a_killed_server_is_folded_in_at_start_and_a_clean_stop_copies_it_all() {
     let dir = tempfile::tempdir().unwrap();
@@ -351,6 +357,11 @@ async fn a_wal_left_by_a_killed_server_is_folded_in_at_start_and_a_clean_stop_co
     first.kill();
     let (left, frames) = wal_run(&db);
     assert!(frames > 0, "the killed server left a WAL");
+    let left_bytes = wal_bytes(&db);
+    assert!(
+        left_bytes > 256 * 1024,
+        "the killed server left a WAL of {left_bytes} bytes"
+    );
 
     let mut second = Server::start(&db, secret).await;
     // Its start wrote in a WAL begun again: every frame left was copied.
@@ -358,6 +369,12 @@ async fn a_wal_left_by_a_killed_server_is_folded_in_at_start_and_a_clean_stop_co
     assert_ne!(
         started, left,
         "the WAL at start is the one left ({frames} frames)"
+    );
+    // The WAL header and the start's own small write, nothing of the old.
+    let started_bytes = wal_bytes(&db);
+    assert!(
+        started_bytes < 64 * 1024,
+        "the WAL at start is {started_bytes} bytes (left: {left_bytes})"
     );
     let earnings: serde_json::Value = second
         .client
@@ -380,4 +397,5 @@ async fn a_wal_left_by_a_killed_server_is_folded_in_at_start_and_a_clean_stop_co
         WRITES as u64,
         "a clean stop copies the WAL into the database"
     );
+    assert_eq!(wal_bytes(&db), 0, "a clean stop leaves no WAL");
 }
