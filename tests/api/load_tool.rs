@@ -100,6 +100,38 @@ async fn the_load_tool_measures_fanout_unicast_and_idle_against_a_real_server() 
     assert!(unicast["deliveries"].as_u64().unwrap() >= 30, "{unicast}");
     // The accounts of the first run came from the token cache.
     assert_eq!(unicast["accounts_created"], 0, "{unicast}");
+    assert!(unicast["rate_kept"].is_boolean(), "{unicast}");
+
+    // A rate no server keeps with one request in flight: 400 writes due
+    // within 4 ms. The run must say that it fell behind, since its
+    // latencies, measured from each actual send, no longer show the wait.
+    let behind = run(
+        &app,
+        dir.path(),
+        &[
+            "unicast",
+            "--streams",
+            "10",
+            "--users",
+            "10",
+            "--rate",
+            "100000",
+            "--events",
+            "400",
+            "--rest-concurrency",
+            "1",
+            "--via",
+            "earnings",
+        ],
+    )
+    .await;
+    assert_eq!(behind["lost"], 0, "{behind}");
+    assert_eq!(behind["rate_kept"], false, "{behind}");
+    assert!(behind["sends_late"].as_u64().unwrap() > 4, "{behind}");
+    assert!(
+        behind["schedule_lag_max_ms"].as_f64().unwrap() > 5.0,
+        "{behind}"
+    );
 
     let pid = std::process::id().to_string();
     let idle = run(

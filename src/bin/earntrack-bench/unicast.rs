@@ -50,7 +50,7 @@ pub async fn run(a: UnicastArgs, run: u64, threads: usize) -> anyhow::Result<()>
     let server_cpu0 = p.server();
     let sender = Arc::new(Sender::new(&p, streams.shared.clone(), run));
     let first_send_us = now_us();
-    let (issued, send_s) = send_at_rate(&p, a.rate, &sender, &targets, events).await;
+    let (issued, send_s, schedule) = send_at_rate(&p, a.rate, &sender, &targets, events).await;
     let expected = sender.expected.load(Ordering::Relaxed);
     let drained = drain(
         &streams.shared,
@@ -66,6 +66,7 @@ pub async fn run(a: UnicastArgs, run: u64, threads: usize) -> anyhow::Result<()>
     r.set("rate", a.rate);
     r.set("events", issued);
     r.set("sent_per_s", per_s(issued as f64, send_s));
+    schedule.fields(&mut r, issued);
     client_fields(&mut r, &p, client_cpu0);
     let totals = streams::close(streams).await;
     delivery_fields(&mut r, &totals, expected, first_send_us, last_delivery_us);
@@ -129,20 +130,21 @@ fn receiving_users(
 /// Send `events` events at `rate` per second, each to a random one of
 /// `targets`, with at most `--rest-concurrency` in flight (a late answer
 /// delays the next sends rather than piling up), until the deadline. The
-/// events issued and the seconds sending took, once the requests in flight
-/// were answered.
+/// events issued, the seconds sending took, once the requests in flight
+/// were answered, and how far the sends fell behind their schedule.
 async fn send_at_rate(
     p: &Prepared,
     rate: f64,
     sender: &Arc<Sender>,
     targets: &[usize],
     events: u32,
-) -> (u32, f64) {
+) -> (u32, f64, Schedule) {
     let concurrency = p.common.rest_concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
     let started = Instant::now();
     let mut issued = 0u32;
     let mut rng = rand::rngs::StdRng::from_entropy();
+    let mut schedule = Schedule::default();
     for seq in 0..events {
         let at = started + Duration::from_secs_f64(seq as f64 / rate);
         if at > p.deadline {
@@ -154,6 +156,7 @@ async fn send_at_rate(
         else {
             break;
         };
+        schedule.sent(at);
         let user = targets[rng.gen_range(0..targets.len())];
         let sender = sender.clone();
         issued += 1;
@@ -170,7 +173,50 @@ async fn send_at_rate(
         p.deadline,
     )
     .await;
-    (issued, send_s)
+    (issued, send_s, schedule)
+}
+
+/// How late the sends left against their schedule. A server that cannot
+/// keep up with `--rate` keeps `--rest-concurrency` requests in flight, so
+/// each later send waits for one to end, and latencies measured from the
+/// actual send no longer show that wait (coordinated omission). Such a
+/// run says so: `rate_kept` false, and a warning.
+#[derive(Default)]
+struct Schedule {
+    /// Sends that left more than `LATE` after their time.
+    late: u32,
+    max_lag: Duration,
+}
+
+/// Past tokio's timer resolution (1 ms) and a busy box's wake-up.
+const LATE: Duration = Duration::from_millis(5);
+
+impl Schedule {
+    /// A send due at `at` leaves now.
+    fn sent(&mut self, at: Instant) {
+        let lag = Instant::now().saturating_duration_since(at);
+        self.max_lag = self.max_lag.max(lag);
+        self.late += u32::from(lag > LATE);
+    }
+
+    /// The rate counts as kept when at most 1% of the sends were late.
+    fn fields(&self, r: &mut crate::report::Report, issued: u32) {
+        let kept = u64::from(self.late) * 100 <= u64::from(issued);
+        if !kept {
+            eprintln!(
+                "warning: the server did not keep up with the rate: {} of {issued} sends left over {} ms late (at most {:.0} ms); latencies are from each actual send",
+                self.late,
+                LATE.as_millis(),
+                self.max_lag.as_secs_f64() * 1e3
+            );
+        }
+        r.set("rate_kept", kept);
+        r.set("sends_late", self.late);
+        r.set(
+            "schedule_lag_max_ms",
+            (self.max_lag.as_secs_f64() * 1e5).round() / 100.0,
+        );
+    }
 }
 
 /// What every request task of a run shares.
