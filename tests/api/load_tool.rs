@@ -52,6 +52,21 @@ async fn run(app: &TestApp, dir: &Path, args: &[&str]) -> Value {
     serde_json::from_str(lines.lines().last().expect("a JSON line")).unwrap()
 }
 
+/// A unicast run of REST earnings to 10 users' streams, with `pace`.
+fn earnings<'a>(pace: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "unicast",
+        "--streams",
+        "10",
+        "--users",
+        "10",
+        "--via",
+        "earnings",
+    ];
+    args.extend_from_slice(pace);
+    args
+}
+
 #[tokio::test]
 async fn the_load_tool_measures_fanout_unicast_and_idle_against_a_real_server() {
     let app = bench_app().await;
@@ -81,19 +96,7 @@ async fn the_load_tool_measures_fanout_unicast_and_idle_against_a_real_server() 
     let unicast = run(
         &app,
         dir.path(),
-        &[
-            "unicast",
-            "--streams",
-            "10",
-            "--users",
-            "10",
-            "--rate",
-            "40",
-            "--duration-s",
-            "1",
-            "--via",
-            "earnings",
-        ],
+        &earnings(&["--rate", "40", "--duration-s", "1"]),
     )
     .await;
     assert_eq!(unicast["lost"], 0, "{unicast}");
@@ -108,21 +111,14 @@ async fn the_load_tool_measures_fanout_unicast_and_idle_against_a_real_server() 
     let behind = run(
         &app,
         dir.path(),
-        &[
-            "unicast",
-            "--streams",
-            "10",
-            "--users",
-            "10",
+        &earnings(&[
             "--rate",
             "100000",
             "--events",
             "400",
             "--rest-concurrency",
             "1",
-            "--via",
-            "earnings",
-        ],
+        ]),
     )
     .await;
     assert_eq!(behind["lost"], 0, "{behind}");
