@@ -287,9 +287,7 @@ async fn tokens_survive_a_restart_on_the_same_database_without_jwt_secret() {
 /// it. A WAL that starts over (only once every frame was copied into the
 /// database) gets a new salt.
 fn wal_run(db: &Path) -> ([u8; 8], u64) {
-    let mut wal = db.as_os_str().to_owned();
-    wal.push("-wal");
-    let bytes = std::fs::read(wal).unwrap_or_default();
+    let bytes = std::fs::read(wal_file(db)).unwrap_or_default();
     if bytes.len() < 32 {
         return ([0; 8], 0);
     }
@@ -305,9 +303,14 @@ fn wal_run(db: &Path) -> ([u8; 8], u64) {
 }
 
 fn wal_bytes(db: &Path) -> u64 {
+    std::fs::metadata(wal_file(db)).map_or(0, |m| m.len())
+}
+
+/// SQLite's WAL beside the database file `db`.
+fn wal_file(db: &Path) -> std::path::PathBuf {
     let mut wal = db.as_os_str().to_owned();
     wal.push("-wal");
-    std::fs::metadata(wal).map_or(0, |m| m.len())
+    wal.into()
 }
 
 /// Earnings in the database file alone, without its WAL: what was copied
