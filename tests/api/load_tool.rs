@@ -150,3 +150,24 @@ async fn the_load_tool_measures_fanout_unicast_and_idle_against_a_real_server() 
     assert_eq!(idle["dropped_during_hold"], 0, "{idle}");
     assert!(idle["server_rss_per_stream_kib"].is_number(), "{idle}");
 }
+
+/// `wakeup` needs no server: it times this machine's sleeps, and a sleep
+/// never ends early.
+#[tokio::test]
+async fn the_load_tool_times_how_late_this_machine_wakes_a_thread() {
+    let result = tokio::process::Command::new(env!("CARGO_BIN_EXE_earntrack-bench"))
+        .args(["wakeup", "--samples", "200", "--sleep-us", "500"])
+        .output()
+        .await
+        .expect("the load tool runs");
+    assert!(result.status.success(), "{result:?}");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let line: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(line["samples"], 200, "{line}");
+    let (p50, p99, max) = (
+        line["late_p50_ms"].as_f64().unwrap(),
+        line["late_p99_ms"].as_f64().unwrap(),
+        line["late_max_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 <= p50 && p50 <= p99 && p99 <= max, "{line}");
+}

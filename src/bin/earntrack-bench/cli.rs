@@ -29,6 +29,8 @@ pub enum Cmd {
     Notify(NotifyArgs),
     /// Draw an SVG of latency and RSS per stream against N from JSON lines.
     Plot(PlotArgs),
+    /// Measure how late this machine wakes a sleeping thread (no server).
+    Wakeup(WakeupArgs),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -205,4 +207,21 @@ pub struct PlotArgs {
     pub output: PathBuf,
     #[arg(long, default_value = "EarnTrack push under load")]
     pub title: String,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct WakeupArgs {
+    /// Sleeps of `--sleep-us` each, timed one by one.
+    #[arg(long, default_value_t = 6000,
+          value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
+    pub samples: u32,
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub sleep_us: u64,
+    /// A label for the JSON line.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Append the JSON line to this file too.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
 }

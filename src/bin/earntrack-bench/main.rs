@@ -15,7 +15,9 @@
 //!   for D seconds, through every server, and report committed events/s
 //!   (the write ceiling) and their delivery latency;
 //! - `plot`: draws latency and RSS per stream against N from the JSON lines
-//!   of several runs, as an SVG.
+//!   of several runs, as an SVG;
+//! - `wakeup`: how late this machine wakes a sleeping thread, with no
+//!   server: the floor under every latency measured on it.
 //!
 //! A cluster: `--url` takes a comma-separated list of servers. Users are
 //! spread over them round-robin (all streams of a user on one server);
@@ -29,7 +31,7 @@
 //! the tool connects only to `--url` and `--publish-url`.
 //!
 //! The files: `cli` (the flags), one file per mode (`idle`, `fanout`,
-//! `unicast`, `notify`, `plot`), and what the modes share: `prepare` (flags
+//! `unicast`, `notify`, `plot`, `wakeup`), and what the modes share: `prepare` (flags
 //! checked, servers reached, accounts set up), `streams` (open, drain,
 //! close and sum), `publish` (event bodies, REST outcomes), `report` (the
 //! table and JSON line); below them `accounts` (registration and the token
@@ -50,6 +52,7 @@ mod report;
 mod sse;
 mod streams;
 mod unicast;
+mod wakeup;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let common = match &cli.cmd {
         Cmd::Plot(args) => return exit_code(plot::run(args)),
+        Cmd::Wakeup(args) => return exit_code(wakeup::run(args)),
         Cmd::Idle(a) => &a.common,
         Cmd::Fanout(a) => &a.common,
         Cmd::Unicast(a) => &a.common,
@@ -113,7 +117,7 @@ async fn bench(cmd: Cmd, threads: usize) -> anyhow::Result<()> {
         Cmd::Fanout(a) => fanout::run(a, run, threads).await,
         Cmd::Unicast(a) => unicast::run(a, run, threads).await,
         Cmd::Notify(a) => notify::run(a, run, threads).await,
-        Cmd::Plot(_) => unreachable!("handled in main"),
+        Cmd::Plot(_) | Cmd::Wakeup(_) => unreachable!("handled in main"),
     }
 }
 
